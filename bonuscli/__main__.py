@@ -1,0 +1,6 @@
+"""`python -m bonuscli`."""
+
+from bonuscli.cli import main
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,666 @@
+"""catalog.yaml -> Catalog (plain typed data) or a list of Problems with path:line.
+
+Owns: safe YAML loading (C loader when present, no arbitrary objects, limits on
+size, nesting and alias expansion), the ordered validation checks, and the
+parsed-catalog cache. Imports model; yaml lazily.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+import hashlib
+import os
+import pickle
+from decimal import Decimal
+from pathlib import Path
+
+from bonuscli import __version__
+from bonuscli.model import (
+    Activation,
+    Bonuses,
+    Catalog,
+    EarnCategory,
+    FilesError,
+    GiftRules,
+    Limit,
+    Problem,
+    Reward,
+    RewardCategory,
+    Step,
+    StoreDiscount,
+    to_decimal,
+)
+
+MAX_BYTES = 4 * 1024 * 1024
+MAX_NODES = 200_000
+MAX_DEPTH = 64
+PERIODS = ("day", "month", "year", "ever")
+
+
+def default_path() -> Path:
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "catalog.yaml", here.parent / "catalog.yaml"):
+        if candidate.is_file():
+            return candidate
+    return here / "catalog.yaml"
+
+
+# ---------------------------------------------------------------- YAML with lines
+
+
+class LDict(dict):
+    """A mapping that remembers the line of itself and of each key (1-based)."""
+
+    line = 1
+    lines: dict
+
+
+class LList(list):
+    line = 1
+    lines: list
+
+
+class _TooBig(Exception):
+    pass
+
+
+def _convert(node, budget, depth=0):
+    import yaml
+
+    budget[0] += 1
+    if budget[0] > MAX_NODES:
+        raise _TooBig(f"too many nodes (more than {MAX_NODES}; an alias bomb?)")
+    if depth > MAX_DEPTH:
+        raise _TooBig(f"nested more than {MAX_DEPTH} levels deep")
+    line = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        out = LDict()
+        out.line, out.lines = line, {}
+        dupes = []
+        for knode, vnode in node.value:
+            key = _convert(knode, budget, depth + 1)
+            if isinstance(key, (dict, list)):
+                key = str(key)
+            if key in out:
+                dupes.append((knode.start_mark.line + 1, key))
+            out[key] = _convert(vnode, budget, depth + 1)
+            out.lines[key] = knode.start_mark.line + 1
+        out.dupes = dupes
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        out = LList()
+        out.line = line
+        out.lines = []
+        for item in node.value:
+            out.append(_convert(item, budget, depth + 1))
+            out.lines.append(item.start_mark.line + 1)
+        return out
+    constructor = yaml.constructor.SafeConstructor()
+    return constructor.construct_object(node)
+
+
+def parse_yaml(text: str, path: str):
+    """(document, problems): the document as LDict/LList trees, or problems."""
+    import yaml
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    try:
+        node = yaml.compose(text, Loader=loader)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line = mark.line + 1 if mark else 1
+        what = e.problem or e.context or "malformed YAML"
+        return None, [Problem(path, line, f"malformed YAML: {what}")]
+    except yaml.YAMLError as e:
+        return None, [Problem(path, 1, f"malformed YAML: {e}")]
+    except RecursionError:
+        return None, [Problem(path, 1, "malformed YAML: nested too deeply")]
+    if node is None:
+        return None, [Problem(path, 1, "the catalog is empty")]
+    try:
+        doc = _convert(node, [0])
+    except _TooBig as e:
+        return None, [Problem(path, 1, f"refused: {e}")]
+    except RecursionError:
+        return None, [Problem(path, 1, "refused: nested too deeply")]
+    except yaml.YAMLError as e:
+        return None, [Problem(path, 1, f"malformed YAML: {e}")]
+    return doc, []
+
+
+# ---------------------------------------------------------------- checks
+
+
+class _Checker:
+    """Collects problems while reading a document; every read names its line."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.problems: list = []
+
+    def add(self, line: int, message: str) -> None:
+        self.problems.append(Problem(self.path, line, message))
+
+    def keys(self, mapping, where: str, required=(), optional=()) -> bool:
+        if not isinstance(mapping, dict):
+            self.add(getattr(mapping, "line", 1), f"{where} must be a mapping")
+            return False
+        for line, key in getattr(mapping, "dupes", []):
+            self.add(line, f"{where}: duplicate key '{key}'")
+        known = tuple(required) + tuple(optional)
+        for key in mapping:
+            if key not in known:
+                hint = difflib.get_close_matches(str(key), known, n=1)
+                more = f" (did you mean '{hint[0]}'?)" if hint else f" (known: {', '.join(known)})"
+                self.add(mapping.lines[key], f"{where}: unknown key '{key}'{more}")
+        for key in required:
+            if key not in mapping:
+                self.add(mapping.line, f"{where}: missing key '{key}'")
+        return True
+
+    def line(self, mapping, key) -> int:
+        lines = getattr(mapping, "lines", None)
+        if isinstance(lines, dict) and key in lines:
+            return lines[key]
+        return getattr(mapping, "line", 1)
+
+    def int_(self, mapping, key, where, minimum=0, null=False):
+        value = mapping.get(key) if isinstance(mapping, dict) else None
+        if value is None and null:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            kind = "a positive whole number" if minimum >= 1 else "a whole number, 0 or more"
+            self.add(self.line(mapping, key), f"{where}: {key} must be {kind} (got {_show(value)})")
+            return None
+        return value
+
+    def str_(self, mapping, key, where, null=False):
+        value = mapping.get(key) if isinstance(mapping, dict) else None
+        if value is None and null:
+            return None
+        if not isinstance(value, str) or not value.strip():
+            self.add(self.line(mapping, key), f"{where}: {key} must be a non-empty text (got {_show(value)})")
+            return None
+        return value
+
+    def bool_(self, mapping, key, where):
+        value = mapping.get(key) if isinstance(mapping, dict) else None
+        if not isinstance(value, bool):
+            self.add(self.line(mapping, key), f"{where}: {key} must be true or false (got {_show(value)})")
+            return None
+        return value
+
+    def dec(self, mapping, key, where, positive=True, null=False):
+        value = mapping.get(key) if isinstance(mapping, dict) else None
+        if value is None and null:
+            return None
+        try:
+            if isinstance(value, bool) or value is None:
+                raise ValueError
+            d = to_decimal(value)
+            if not d.is_finite() or (positive and d <= 0) or d < 0:
+                raise ValueError
+        except ValueError:
+            self.add(self.line(mapping, key), f"{where}: {key} must be a positive number (got {_show(value)})")
+            return None
+        return d
+
+    def str_list(self, mapping, key, where, allowed=None, allowed_name=""):
+        value = mapping.get(key) if isinstance(mapping, dict) else None
+        if not isinstance(value, list):
+            self.add(self.line(mapping, key), f"{where}: {key} must be a list")
+            return ()
+        out = []
+        for i, item in enumerate(value):
+            line = value.lines[i] if hasattr(value, "lines") else self.line(mapping, key)
+            if not isinstance(item, str):
+                self.add(line, f"{where}: {key} must list texts (got {_show(item)})")
+            elif allowed is not None and item not in allowed:
+                self.add(line, f"{where}: unknown {allowed_name} '{item}' (known: {', '.join(allowed)})")
+            else:
+                out.append(item)
+        return tuple(out)
+
+
+def _show(value) -> str:
+    if value is None:
+        return "nothing"
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+TOP_KEYS = (
+    "version", "program", "regions", "services", "join_methods", "bonuses", "earning",
+    "gifts", "refunds", "store_discount", "channels", "reward_categories", "rewards",
+)
+
+
+def check_schema(c: _Checker, doc, out: dict) -> None:
+    if not c.keys(doc, "catalog", TOP_KEYS):
+        return
+    if doc.get("version") != 1:
+        c.add(c.line(doc, "version"), f"catalog: version must be 1 (got {_show(doc.get('version'))})")
+    p = doc.get("program")
+    if c.keys(p, "program", ("name", "timezone", "short_number", "closing_date",
+                             "points_validity_months", "amount_max")):
+        out["name"] = c.str_(p, "name", "program")
+        tzname = c.str_(p, "timezone", "program")
+        if tzname:
+            try:
+                from zoneinfo import ZoneInfo
+
+                ZoneInfo(tzname)
+                out["timezone"] = tzname
+            except Exception:
+                c.add(c.line(p, "timezone"), f"program: unknown time zone '{tzname}'")
+        sn = p.get("short_number")
+        out["short_number"] = str(sn) if sn is not None else ""
+        closing = p.get("closing_date")
+        if closing is None:
+            out["closing_date"] = None
+        elif isinstance(closing, dt.date) and not isinstance(closing, dt.datetime):
+            out["closing_date"] = closing
+        else:
+            try:
+                out["closing_date"] = dt.date.fromisoformat(str(closing))
+            except ValueError:
+                c.add(c.line(p, "closing_date"),
+                      f"program: closing_date must be a date YYYY-MM-DD or null (got {_show(closing)})")
+        out["validity_months"] = c.int_(p, "points_validity_months", "program", minimum=1)
+        out["amount_max"] = c.dec(p, "amount_max", "program")
+    s = doc.get("services")
+    if c.keys(s, "services", ("eligible", "ineligible", "default")):
+        out["services_eligible"] = c.str_list(s, "eligible", "services")
+        out["services_ineligible"] = c.str_list(s, "ineligible", "services")
+        known = out["services_eligible"] + out["services_ineligible"]
+        out["services_default"] = c.str_list(s, "default", "services", known, "service")
+    m = doc.get("join_methods")
+    methods = {}
+    if c.keys(m, "join_methods", (), tuple(m.keys()) if isinstance(m, dict) else ()):
+        for name, spec in m.items():
+            where = f"join method {name}"
+            if not c.keys(spec, where, (), ("hours", "working_days")):
+                continue
+            if len(spec) != 1:
+                c.add(spec.line, f"{where}: give exactly one of hours or working_days")
+                continue
+            key = next(iter(spec))
+            n = c.int_(spec, key, where, minimum=0)
+            if n is not None:
+                methods[name] = Activation(**{key: n})
+        if not methods:
+            c.add(m.line, "join_methods: at least one method is needed")
+    out["methods"] = methods
+    b = doc.get("bonuses")
+    if c.keys(b, "bonuses", ("welcome", "web_form", "web_profile", "referral", "card_welcome")):
+        vals = {k: c.int_(b, k, "bonuses") for k in ("welcome", "web_form", "web_profile", "referral")}
+        cw = b.get("card_welcome")
+        if c.keys(cw, "bonuses.card_welcome", ("points", "threshold_rub", "category")):
+            pts = c.int_(cw, "points", "bonuses.card_welcome")
+            thr = c.dec(cw, "threshold_rub", "bonuses.card_welcome")
+            cat = c.str_(cw, "category", "bonuses.card_welcome")
+            if None not in vals.values() and None not in (pts, thr, cat):
+                out["bonuses"] = Bonuses(card_welcome=pts, card_welcome_threshold=thr,
+                                         card_welcome_category=cat, **vals)
+                out["_card_welcome_line"] = c.line(cw, "category")
+    g = doc.get("gifts")
+    if c.keys(g, "gifts", ("same_region", "min_points", "per_day", "per_month_points", "accept_days")):
+        same = c.bool_(g, "same_region", "gifts")
+        ints = {k: c.int_(g, k, "gifts", minimum=1)
+                for k in ("min_points", "per_day", "per_month_points", "accept_days")}
+        if same is not None and None not in ints.values():
+            out["gifts"] = GiftRules(same_region=same, **ints)
+    r = doc.get("refunds")
+    if c.keys(r, "refunds", ("allow_debt",)):
+        out["allow_debt"] = c.bool_(r, "allow_debt", "refunds")
+    sd = doc.get("store_discount")
+    if c.keys(sd, "store_discount", ("reward", "points_per_rub", "max_share")):
+        code = c.str_(sd, "reward", "store_discount")
+        ppr = c.int_(sd, "points_per_rub", "store_discount", minimum=1)
+        share = c.dec(sd, "max_share", "store_discount")
+        if share is not None and share > 1:
+            c.add(c.line(sd, "max_share"), f"store_discount: max_share must be at most 1 (got {share})")
+            share = None
+        if None not in (code, ppr, share):
+            out["store_discount"] = StoreDiscount(code, ppr, share)
+            out["_store_line"] = c.line(sd, "reward")
+    out["channels"] = c.str_list(doc, "channels", "catalog")
+
+
+def check_regions(c: _Checker, doc, out: dict) -> None:
+    regions = doc.get("regions")
+    result = {}
+    if not isinstance(regions, dict) or not regions:
+        c.add(c.line(doc, "regions"), "regions must be a mapping of code: name with at least one region")
+    else:
+        for line, key in getattr(regions, "dupes", []):
+            c.add(line, f"regions: duplicate region '{key}'")
+        for code, name in regions.items():
+            line = regions.lines[code]
+            if not isinstance(code, str) or not code.strip() or any(ch.isspace() for ch in code):
+                c.add(line, f"regions: a region code must be a text without spaces (got {_show(code)})")
+                continue
+            upper = code.upper()
+            if upper in result:
+                c.add(line, f"regions: duplicate region '{upper}' (codes are case-insensitive)")
+                continue
+            if not isinstance(name, str) or not name.strip():
+                c.add(line, f"regions: region {code} needs a name")
+                continue
+            result[upper] = name
+    out["regions"] = result
+
+
+def check_rates(c: _Checker, doc, out: dict) -> None:
+    e = doc.get("earning")
+    out["categories"], out["ineligible"] = {}, {}
+    if not c.keys(e, "earning", ("categories", "ineligible", "tenure", "card_tiers")):
+        return
+    cats = e.get("categories")
+    if c.keys(cats, "earning.categories", (), tuple(cats.keys()) if isinstance(cats, dict) else ()):
+        for code, spec in cats.items():
+            where = f"earning category {code}"
+            if not c.keys(spec, where, ("tenure",), ("rub_per_point", "tiered", "description")):
+                continue
+            tenure = c.bool_(spec, "tenure", where)
+            tiered = spec.get("tiered", False) is True
+            rpp = None
+            if tiered == ("rub_per_point" in spec):
+                c.add(spec.line, f"{where}: give either rub_per_point or tiered: true")
+                continue
+            if not tiered:
+                rpp = c.int_(spec, "rub_per_point", where, minimum=1)
+                if rpp is None:
+                    continue
+            desc = spec.get("description") or ""
+            if tenure is not None:
+                out["categories"][code] = EarnCategory(code, rpp, tiered, tenure, str(desc))
+    inel = e.get("ineligible")
+    if isinstance(inel, dict):
+        for code, reason in inel.items():
+            if code in out["categories"]:
+                c.add(inel.lines[code], f"earning.ineligible: '{code}' is also an earning category")
+            out["ineligible"][code] = str(reason or f"{code} does not earn points")
+    else:
+        c.add(c.line(e, "ineligible"), "earning.ineligible must be a mapping of category: reason")
+    b = out.get("bonuses")
+    if b and b.card_welcome_category not in out["categories"]:
+        c.add(out["_card_welcome_line"],
+              f"bonuses.card_welcome: unknown earning category '{b.card_welcome_category}'")
+
+
+def _steps(c, e, key, bound, value_key, integer_value):
+    rows = e.get(key) if isinstance(e, dict) else None
+    where = f"earning.{key}"
+    if not isinstance(rows, list) or not rows:
+        c.add(c.line(e, key), f"{where} must be a list of steps")
+        return None
+    steps, ok, last = [], True, None
+    for i, row in enumerate(rows):
+        if not c.keys(row, f"{where}[{i + 1}]", (bound, value_key)):
+            ok = False
+            continue
+        if integer_value:
+            v = c.int_(row, value_key, f"{where}[{i + 1}]", minimum=1)
+            v = Decimal(v) if v is not None else None
+        else:
+            v = c.dec(row, value_key, f"{where}[{i + 1}]")
+        up = row.get(bound)
+        if up is not None:
+            up = c.dec(row, bound, f"{where}[{i + 1}]", positive=False)
+            if up is None:
+                ok = False
+                continue
+            if last is not None and up <= last:
+                c.add(row.line, f"{where}: steps out of order: {bound} {up} after {last}")
+                ok = False
+            last = up
+        elif i != len(rows) - 1:
+            c.add(row.line, f"{where}: only the last step may have {bound}: null")
+            ok = False
+        if v is None:
+            ok = False
+        steps.append(Step(up, v))
+    if ok and steps and steps[-1].up_to is not None:
+        c.add(rows.lines[-1], f"{where}: the last step must have {bound}: null (no upper bound)")
+        ok = False
+    return tuple(steps) if ok else None
+
+
+def check_tiers(c: _Checker, doc, out: dict) -> None:
+    e = doc.get("earning")
+    if not isinstance(e, dict):
+        return
+    out["tenure"] = _steps(c, e, "tenure", "up_to_months", "coefficient", False)
+    out["card_tiers"] = _steps(c, e, "card_tiers", "up_to_rub", "rub_per_point", True)
+
+
+def check_prices(c: _Checker, doc, out: dict) -> None:
+    rewards = doc.get("rewards")
+    regions = out.get("regions", {})
+    sd = out.get("store_discount")
+    if not isinstance(rewards, list):
+        return
+    for item in rewards:
+        if not isinstance(item, dict):
+            continue
+        code = item.get("code", "?")
+        where = f"reward {code}"
+        is_store = sd is not None and code == sd.reward
+        if is_store:
+            if item.get("price") is not None:
+                c.add(c.line(item, "price"), f"{where}: the store discount is priced by store_discount; price must be null")
+        elif "price" in item:
+            c.int_(item, "price", where, minimum=1)
+        rp = item.get("region_prices")
+        if rp is None:
+            continue
+        if not isinstance(rp, dict):
+            c.add(c.line(item, "region_prices"), f"{where}: region_prices must be a mapping of region: price")
+            continue
+        for region, price in rp.items():
+            line = rp.lines[region]
+            if str(region).upper() not in regions:
+                c.add(line, f"{where}: price for {region}: unknown region")
+            elif isinstance(price, bool) or not isinstance(price, int) or price < 1:
+                c.add(line, f"{where}: price for {region} must be a positive whole number of points (got {_show(price)})")
+
+
+REWARD_KEYS = ("code", "name", "category", "price", "validity_days", "channels")
+REWARD_OPTIONAL = ("region_prices", "ussd", "sms", "limits", "issues_code")
+
+
+def _limits(c, mapping, where):
+    raw = mapping.get("limits") if isinstance(mapping, dict) else None
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        c.add(c.line(mapping, "limits"), f"{where}: limits must be a list of {{per, max}}")
+        return ()
+    out = []
+    for i, lim in enumerate(raw):
+        if not c.keys(lim, f"{where}: limit", ("per", "max")):
+            continue
+        per = lim.get("per")
+        if per not in PERIODS:
+            c.add(c.line(lim, "per"), f"{where}: limit period '{per}' unknown (use day, month, year or ever)")
+            continue
+        n = c.int_(lim, "max", f"{where}: limit", minimum=1)
+        if n is not None:
+            out.append(Limit(per, n))
+    return tuple(out)
+
+
+def check_rewards(c: _Checker, doc, out: dict) -> None:
+    channels = out.get("channels", ())
+    rc = doc.get("reward_categories")
+    cats = {}
+    if isinstance(rc, dict):
+        for code, spec in rc.items():
+            where = f"reward category {code}"
+            if c.keys(spec, where, ("name",), ("limits",)):
+                cats[code] = RewardCategory(code, str(spec.get("name")), _limits(c, spec, where))
+    else:
+        c.add(c.line(doc, "reward_categories"), "reward_categories must be a mapping")
+    out["reward_categories"] = cats
+    rewards = doc.get("rewards")
+    result = {}
+    if not isinstance(rewards, list) or not rewards:
+        c.add(c.line(doc, "rewards"), "rewards must be a list with at least one reward")
+        out["rewards"] = result
+        return
+    seen_code, seen_ussd, seen_sms = {}, {}, {}
+    sd = out.get("store_discount")
+    regions = out.get("regions", {})
+    for i, item in enumerate(rewards):
+        line = rewards.lines[i]
+        if not isinstance(item, dict):
+            c.add(line, "rewards: each reward must be a mapping")
+            continue
+        code = item.get("code")
+        where = f"reward {code if isinstance(code, str) else '#' + str(i + 1)}"
+        c.keys(item, where, REWARD_KEYS, REWARD_OPTIONAL)
+        if not isinstance(code, str) or not code.strip() or any(ch.isspace() for ch in code):
+            c.add(c.line(item, "code"), f"{where}: code must be a text without spaces")
+            continue
+        if code in seen_code:
+            c.add(c.line(item, "code"), f"duplicate reward code '{code}' (first at line {seen_code[code]})")
+            continue
+        seen_code[code] = c.line(item, "code")
+        name = c.str_(item, "name", where)
+        category = item.get("category")
+        if category not in cats:
+            c.add(c.line(item, "category"), f"{where}: unknown category '{category}'")
+        is_store = sd is not None and code == sd.reward
+        price = item.get("price") if not is_store else None
+        validity = item.get("validity_days")
+        if validity is not None and not is_store:
+            validity = c.int_(item, "validity_days", where, minimum=1)
+        elif validity is None and not is_store:
+            c.add(c.line(item, "validity_days"), f"{where}: validity_days must be a positive whole number")
+        codes = {}
+        for key, seen, label in (("ussd", seen_ussd, "USSD code"), ("sms", seen_sms, "SMS text")):
+            val = item.get(key)
+            if val is None:
+                codes[key] = None
+                continue
+            if not isinstance(val, str) or not val.strip():
+                c.add(c.line(item, key), f"{where}: {key} must be a text or null")
+                codes[key] = None
+                continue
+            norm = val.strip().lower().replace(" ", "")
+            if norm in seen:
+                other, oline = seen[norm]
+                c.add(c.line(item, key), f"{where}: duplicate {label} '{val}' (also reward {other} at line {oline})")
+            else:
+                seen[norm] = (code, c.line(item, key))
+            codes[key] = val.strip()
+        chans = c.str_list(item, "channels", where, channels, "channel")
+        if "ussd" in chans and not codes["ussd"]:
+            c.add(c.line(item, "channels"), f"{where}: channel ussd needs a ussd code")
+        limits = _limits(c, item, where)
+        issues = item.get("issues_code", False)
+        if not isinstance(issues, bool):
+            c.add(c.line(item, "issues_code"), f"{where}: issues_code must be true or false")
+        rp = item.get("region_prices") or {}
+        prices = {}
+        if isinstance(rp, dict):
+            for k, v in rp.items():
+                if str(k).upper() in regions and isinstance(v, int) and not isinstance(v, bool) and v >= 1:
+                    prices[str(k).upper()] = v
+        if isinstance(price, bool) or not (price is None or isinstance(price, int)):
+            price = None
+        result[code] = Reward(code, name or code, str(category), price, prices, validity,
+                              codes["ussd"], codes["sms"], chans, limits, bool(issues))
+    if sd is not None and sd.reward not in result:
+        c.add(out.get("_store_line", 1), f"store_discount: unknown reward '{sd.reward}'")
+    out["rewards"] = result
+
+
+# Named, ordered: the order is part of the contract (STYLE.md §3).
+CATALOG_CHECKS = (
+    ("schema", check_schema),
+    ("regions", check_regions),
+    ("rates", check_rates),
+    ("tiers", check_tiers),
+    ("prices", check_prices),
+    ("rewards", check_rewards),
+)
+
+
+def problems(doc, path: str):
+    """Run every check in order; return (Catalog or None, [Problem, ...])."""
+    c = _Checker(path)
+    out: dict = {}
+    for _name, check in CATALOG_CHECKS:
+        try:
+            check(c, doc, out)
+        except (AttributeError, TypeError, KeyError) as e:  # a shape no check foresaw
+            c.add(getattr(doc, "line", 1), f"cannot read this part of the catalog ({type(e).__name__}: {e})")
+    if c.problems:
+        return None, c.problems
+    fields = {k: v for k, v in out.items() if not k.startswith("_")}
+    return Catalog(path=path, **fields), []
+
+
+def read_text(path: Path, shown: str) -> str:
+    try:
+        size = path.stat().st_size
+        if size > MAX_BYTES:
+            raise FilesError(f"{shown}:1: refused: the catalog is {size} bytes (at most {MAX_BYTES})", "catalog-invalid")
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise FilesError(f"catalog not found: {shown}", "catalog-missing")
+    except IsADirectoryError:
+        raise FilesError(f"catalog is a directory, not a file: {shown}", "catalog-missing")
+    except OSError as e:
+        raise FilesError(f"cannot read catalog {shown}: {e.strerror or e}", "catalog-unreadable")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise FilesError(f"{shown}:{line}: the catalog is not UTF-8 text", "catalog-invalid")
+
+
+def validate(path: Path, shown: str):
+    """(Catalog or None, problems) for a catalog file; never raises for content."""
+    text = read_text(path, shown)
+    doc, probs = parse_yaml(text, shown)
+    if probs:
+        return None, probs
+    return problems(doc, shown)
+
+
+def _cache_file(cache_dir: Path, path: Path, st) -> Path:
+    key = f"{path}\0{st.st_mtime_ns}\0{st.st_size}\0{__version__}".encode()
+    return cache_dir / f"catalog-{hashlib.sha256(key).hexdigest()[:24]}.pickle"
+
+
+def load(path: Path, shown: str, cache_dir: Path | None = None) -> Catalog:
+    """A valid Catalog, or FilesError listing every problem (one per line)."""
+    cached = None
+    if cache_dir is not None:
+        try:
+            resolved = path.resolve()
+            cached = _cache_file(cache_dir, resolved, resolved.stat())
+            with open(cached, "rb") as f:
+                cat = pickle.load(f)
+            if isinstance(cat, Catalog) and cat.path == shown:
+                return cat
+        except Exception:
+            pass
+    cat, probs = validate(path, shown)
+    if probs:
+        err = FilesError("\n".join(str(p) for p in probs), "catalog-invalid")
+        err.problems = probs
+        raise err
+    if cached is not None:
+        try:
+            cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            tmp = cached.with_suffix(f".{os.getpid()}.tmp")
+            with open(tmp, "wb") as f:
+                pickle.dump(cat, f, protocol=pickle.HIGHEST_PROTOCOL)
+            os.replace(tmp, cached)
+        except OSError:
+            pass
+    return cat

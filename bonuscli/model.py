@@ -1,0 +1,314 @@
+"""Plain typed data shared by every module: the catalog, decisions, problems,
+error types, and the exact value parsers (phone, money, dates).
+
+Owns: NamedTuples, Decimal money, error classes. Imports the standard library only.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from decimal import Decimal, InvalidOperation
+from typing import NamedTuple, Optional
+
+SCHEMA_VERSION = 1
+ONE = Decimal(1)
+CENT = Decimal("0.01")
+
+
+# ---------------------------------------------------------------- errors
+
+
+class BonusError(Exception):
+    """An error that reaches the user as one line and an exit code."""
+
+    exit_code = 3
+    kind = "files"
+
+    def __init__(self, message: str, kind: Optional[str] = None, steps=None):
+        super().__init__(message)
+        self.message = message
+        if kind:
+            self.kind = kind
+        self.steps = steps or []
+
+
+class Refused(BonusError):
+    """A program rule said no (exit 1)."""
+
+    exit_code = 1
+    kind = "refused"
+
+
+class BadInput(BonusError):
+    """Malformed input (exit 2)."""
+
+    exit_code = 2
+    kind = "bad-input"
+
+
+class FilesError(BonusError):
+    """Catalog invalid, ledger corrupt, lock timeout, disk trouble (exit 3)."""
+
+    exit_code = 3
+    kind = "files"
+
+
+EXIT_CLASSES = {1: Refused, 2: BadInput, 3: FilesError}
+
+
+class Refusal(NamedTuple):
+    """A decision of the rules that nothing may be written (a value, not an exception)."""
+
+    exit_code: int
+    kind: str
+    message: str
+    steps: tuple = ()
+
+    def error(self) -> BonusError:
+        return EXIT_CLASSES[self.exit_code](self.message, self.kind, list(self.steps))
+
+
+class Decision(NamedTuple):
+    """What the rules decided: events to append per phone (in write order) and the view."""
+
+    writes: tuple  # ((phone, (event, ...)), ...) in the order they must be written
+    view: dict
+
+
+class Problem(NamedTuple):
+    path: str
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}: {self.message}"
+
+
+# ---------------------------------------------------------------- catalog
+
+
+class Limit(NamedTuple):
+    per: str  # day | month | year | ever
+    max: int
+
+
+class Activation(NamedTuple):
+    hours: int = 0
+    working_days: int = 0
+
+
+class EarnCategory(NamedTuple):
+    code: str
+    rub_per_point: Optional[int]  # None when tiered
+    tiered: bool
+    tenure: bool
+    description: str
+
+
+class Step(NamedTuple):
+    """One row of a stepped table: applies up to and including `up_to` (None: no bound)."""
+
+    up_to: Optional[Decimal]
+    value: Decimal
+
+
+class Bonuses(NamedTuple):
+    welcome: int
+    web_form: int
+    web_profile: int
+    referral: int
+    card_welcome: int
+    card_welcome_threshold: Decimal
+    card_welcome_category: str
+
+
+class GiftRules(NamedTuple):
+    same_region: bool
+    min_points: int
+    per_day: int
+    per_month_points: int
+    accept_days: int
+
+
+class StoreDiscount(NamedTuple):
+    reward: str
+    points_per_rub: int
+    max_share: Decimal
+
+
+class RewardCategory(NamedTuple):
+    code: str
+    name: str
+    limits: tuple
+
+
+class Reward(NamedTuple):
+    code: str
+    name: str
+    category: str
+    price: Optional[int]
+    region_prices: dict
+    validity_days: Optional[int]
+    ussd: Optional[str]
+    sms: Optional[str]
+    channels: tuple
+    limits: tuple
+    issues_code: bool
+
+
+class Catalog(NamedTuple):
+    path: str
+    name: str
+    timezone: str
+    short_number: str
+    closing_date: Optional[dt.date]
+    validity_months: int
+    amount_max: Decimal
+    regions: dict  # code -> name, in file order
+    services_eligible: tuple
+    services_ineligible: tuple
+    services_default: tuple
+    methods: dict  # name -> Activation
+    bonuses: Bonuses
+    categories: dict  # code -> EarnCategory
+    ineligible: dict  # code -> reason
+    tenure: tuple  # of Step (months -> coefficient)
+    card_tiers: tuple  # of Step (rub -> rub_per_point)
+    gifts: GiftRules
+    allow_debt: bool
+    store_discount: StoreDiscount
+    channels: tuple
+    reward_categories: dict  # code -> RewardCategory
+    rewards: dict  # code -> Reward, in file order
+
+    @property
+    def tz(self):
+        return zone(self.timezone)
+
+    def price_for(self, reward: Reward, region: Optional[str]) -> Optional[int]:
+        if region and region in reward.region_prices:
+            return reward.region_prices[region]
+        return reward.price
+
+    def limits_for(self, reward: Reward) -> tuple:
+        cat = self.reward_categories.get(reward.category)
+        return tuple(reward.limits) + (tuple(cat.limits) if cat else ())
+
+
+_ZONES: dict = {}
+
+
+def zone(name: str):
+    z = _ZONES.get(name)
+    if z is None:
+        from zoneinfo import ZoneInfo
+
+        z = _ZONES[name] = ZoneInfo(name)
+    return z
+
+
+# ---------------------------------------------------------------- parsers
+
+_PHONE_CHARS = re.compile(r"^[0-9 ().\-]+$")
+
+
+def normalize_phone(text: str) -> str:
+    """Any accepted spelling -> the 10-digit national form, else BadInput."""
+    raw = str(text).strip()
+    bad = BadInput(
+        f"not a phone number: {text!r} (use 10 digits, e.g. 9161234567, +7 916 123-45-67 or 89161234567)",
+        "bad-phone",
+    )
+    plus = raw.startswith("+")
+    body = raw[1:] if plus else raw
+    if not body or not _PHONE_CHARS.match(body) or ".." in body or len(raw) > 40:
+        raise bad
+    digits = re.sub(r"[ ().\-]", "", body)
+    if not digits.isdigit():
+        raise bad
+    if plus:
+        if len(digits) == 11 and digits[0] == "7":
+            return digits[1:]
+        raise bad
+    if len(digits) == 10:
+        return digits
+    if len(digits) == 11 and digits[0] in "78":
+        return digits[1:]
+    raise bad
+
+
+_MONEY = re.compile(r"^[0-9]{1,16}(\.[0-9]{1,2})?$")
+
+
+def parse_amount(text, maximum: Decimal = Decimal("1000000"), what: str = "amount") -> Decimal:
+    """Roubles, > 0, at most `maximum`, at most 2 decimals; never rounded."""
+    s = str(text).strip()
+    if not _MONEY.match(s):
+        raise BadInput(
+            f"{what} must be a number of roubles with at most 2 decimals, e.g. 499.90 (got {text!r})",
+            "bad-amount",
+        )
+    value = Decimal(s)
+    if value <= 0:
+        raise BadInput(f"{what} must be more than 0 (got {text!r})", "bad-amount")
+    if value > maximum:
+        raise BadInput(f"{what} must be at most {money(maximum)} RUB (got {text!r})", "bad-amount")
+    return value.quantize(CENT)
+
+
+def money(value: Decimal) -> str:
+    return str(Decimal(value).quantize(CENT))
+
+
+def decimal_text(value: Decimal) -> str:
+    """A coefficient as text with at least one decimal: 1 -> '1.0', 1.25 -> '1.25'."""
+    d = Decimal(value).normalize()
+    s = format(d, "f")
+    return s if "." in s else s + ".0"
+
+
+def to_decimal(value) -> Decimal:
+    try:
+        return Decimal(str(value))
+    except (InvalidOperation, ValueError):
+        raise ValueError(f"not a number: {value!r}")
+
+
+def parse_date(text, what: str = "date") -> dt.date:
+    try:
+        return dt.date.fromisoformat(str(text).strip())
+    except ValueError:
+        raise BadInput(f"{what} must be a date YYYY-MM-DD (got {text!r})", "bad-date")
+
+
+def parse_when(text: str, tz) -> dt.datetime:
+    """RULES.md §1: an ISO date (00:00 local) or date-time (no offset: program time)."""
+    s = str(text).strip()
+    bad = BadInput(
+        f"not a date or time: {text!r} (use ISO 8601, e.g. 2025-03-01 or 2025-03-01T12:00+03:00)",
+        "bad-date",
+    )
+    if not s or len(s) > 64:
+        raise bad
+    if s[-1] in "zZ":
+        s = s[:-1] + "+00:00"
+    try:
+        if len(s) == 10:
+            d = dt.date.fromisoformat(s)
+            when = dt.datetime(d.year, d.month, d.day, tzinfo=tz)
+        else:
+            when = dt.datetime.fromisoformat(s)
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=tz)
+    except ValueError:
+        raise bad
+    return when.replace(microsecond=0)
+
+
+def iso(when: dt.datetime) -> str:
+    return when.isoformat(timespec="seconds")
+
+
+def from_iso(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text)
