@@ -1,0 +1,838 @@
+"""The command line: parse, load the catalog, read ledgers, let the rules decide,
+append, render. The only reader of the clock, the environment and argv; the
+one error handler of the program. Imports every other module.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from bonuscli import __version__
+from bonuscli import ledger as ledger_mod
+from bonuscli import paths, render, rules
+from bonuscli.model import (
+    SCHEMA_VERSION,
+    BadInput,
+    BonusError,
+    FilesError,
+    Refusal,
+    iso,
+    normalize_phone,
+    parse_amount,
+    parse_date,
+    parse_when,
+)
+
+ENV_DATA = "BONUSCLI_DATA_DIR"
+ENV_CATALOG = "BONUSCLI_CATALOG"
+ENV_NOW = "BONUSCLI_NOW"
+ENV_FAULT = "BONUSCLI_FAULT"  # tests only: "PHASE[:N]" kills the process at the Nth PHASE
+ENV_LOCK_TIMEOUT = "BONUSCLI_LOCK_TIMEOUT"
+
+
+# ---------------------------------------------------------------- environment
+
+
+class Env:
+    """What one invocation works with; everything is read once, lazily."""
+
+    def __init__(self, data_dir=None, catalog=None, at=None, as_json=False, debug=False, environ=None):
+        environ = os.environ if environ is None else environ
+        self.data_dir_text = data_dir or environ.get(ENV_DATA) or None
+        self.catalog_text = catalog or environ.get(ENV_CATALOG) or None
+        self.at_text = at or environ.get(ENV_NOW) or None
+        self.as_json = as_json
+        self.debug = debug
+        self.fault_spec = environ.get(ENV_FAULT)
+        self.lock_timeout = float(environ.get(ENV_LOCK_TIMEOUT) or ledger_mod.LOCK_TIMEOUT)
+        self._catalog = self._now = self._store = None
+        self._fault_count = 0
+
+    @property
+    def data_dir(self) -> Path:
+        return paths.data_dir(self.data_dir_text)
+
+    @property
+    def catalog_path(self) -> Path:
+        from bonuscli import catalog as catalog_mod
+
+        return Path(self.catalog_text).expanduser() if self.catalog_text else catalog_mod.default_path()
+
+    @property
+    def catalog(self):
+        if self._catalog is None:
+            from bonuscli import catalog as catalog_mod
+
+            shown = self.catalog_text or str(self.catalog_path)
+            try:
+                self._catalog = catalog_mod.load(self.catalog_path, shown, paths.cache_dir(self.data_dir))
+            except FilesError as e:
+                probs = getattr(e, "problems", None)
+                if probs:
+                    more = f" (and {len(probs) - 1} more; run `bonuscli check`)" if len(probs) > 1 else ""
+                    raise FilesError(f"invalid catalog: {probs[0]}{more}", "catalog-invalid")
+                raise
+        return self._catalog
+
+    @property
+    def now(self) -> dt.datetime:
+        if self._now is None:
+            tz = self.catalog.tz
+            if self.at_text:
+                self._now = parse_when(self.at_text, tz)
+            else:
+                self._now = dt.datetime.now(tz).replace(microsecond=0)
+        return self._now
+
+    @property
+    def store(self) -> ledger_mod.Store:
+        if self._store is None:
+            self._store = ledger_mod.Store(self.data_dir, self.lock_timeout)
+        return self._store
+
+    def fault(self, phase, phone):
+        """Fault injection for the crash tests: BONUSCLI_FAULT=PHASE[:N]."""
+        if not self.fault_spec:
+            return
+        want, _, n = self.fault_spec.partition(":")
+        if phase != want:
+            return
+        self._fault_count += 1
+        if self._fault_count == int(n or 1):
+            if os.environ.get("BONUSCLI_FAULT_MODE") == "oserror":
+                raise OSError(28, "No space left on device")
+            os.kill(os.getpid(), 9)
+
+
+def env_of(ctx: click.Context) -> Env:
+    root = ctx.find_root()
+    if "env" not in root.meta:
+        g = root.meta.setdefault("globals", {})
+        root.meta["env"] = Env(g.get("data_dir"), g.get("catalog"), g.get("at"), g.get("json", False),
+                               g.get("debug", False))
+    return root.meta["env"]
+
+
+def _remember(ctx, param, value):
+    if value not in (None, False):
+        ctx.find_root().meta.setdefault("globals", {})[param.name] = value
+    return value
+
+
+GLOBAL_OPTIONS = [
+    click.option("--data-dir", type=click.Path(file_okay=False), expose_value=False, callback=_remember,
+                 is_eager=True, help=f"Where ledgers live [env {ENV_DATA}; default: the user data dir]."),
+    click.option("--catalog", type=click.Path(dir_okay=False), expose_value=False, callback=_remember,
+                 is_eager=True, help=f"The rules file [env {ENV_CATALOG}; default: the bundled catalog.yaml]."),
+    click.option("--at", metavar="WHEN", expose_value=False, callback=_remember, is_eager=True,
+                 help=f"Act as of this ISO date or date-time [env {ENV_NOW}; default: now]."),
+    click.option("--json", "json", is_flag=True, default=False, expose_value=False, callback=_remember,
+                 is_eager=True, help="Print JSON for scripts instead of tables."),
+    click.option("--debug", is_flag=True, default=False, expose_value=False, callback=_remember, is_eager=True,
+                 hidden=True, help="Show a traceback on internal errors."),
+]
+
+
+def global_options(f):
+    for opt in reversed(GLOBAL_OPTIONS):
+        f = opt(f)
+    return f
+
+
+# ---------------------------------------------------------------- the group and its one error handler
+
+
+class BonusGroup(click.Group):
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        args = list(sys.argv[1:] if args is None else args)
+        as_json = "--json" in args
+        debug = "--debug" in args
+        try:
+            rv = super().main(args=args, prog_name=prog_name or "bonuscli", complete_var=complete_var,
+                              standalone_mode=False, **extra)
+            code = rv if isinstance(rv, int) else 0
+        except click.exceptions.Exit as e:
+            code = e.exit_code
+        except click.exceptions.NoArgsIsHelpError as e:  # pragma: no cover - click >= 8.2
+            click.echo(e.ctx.get_help())
+            code = 0
+        except click.UsageError as e:
+            msg = e.format_message()
+            if e.ctx is not None:
+                msg += f" (see `{e.ctx.command_path} --help`)"
+            render.error(BadInput(msg, "usage"), as_json)
+            code = 2
+        except click.Abort:
+            render.error(BonusError("interrupted", "interrupted"), as_json)
+            code = 130
+        except click.ClickException as e:
+            render.error(BadInput(e.format_message(), "usage"), as_json)
+            code = e.exit_code
+        except BonusError as e:
+            render.error(e, as_json)
+            code = e.exit_code
+        except BrokenPipeError:
+            code = 0
+        except KeyboardInterrupt:
+            code = 130
+        except OSError as e:
+            if debug:
+                raise
+            render.error(FilesError(f"{e.strerror or e}: {e.filename or ''}".rstrip(": "), "disk"), as_json)
+            code = 3
+        except Exception as e:  # the promise: never a traceback
+            if debug:
+                raise
+            render.error(BonusError(f"internal error ({type(e).__name__}: {e}); run again with --debug "
+                                    "and report it", "internal"), as_json)
+            code = 3
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
+@click.group(cls=BonusGroup, context_settings={"help_option_names": ["--help", "-h"]})
+@click.version_option(__version__, "--version", prog_name="bonuscli", message="%(prog)s %(version)s")
+@global_options
+def cli():
+    """Run a telecom loyalty-points program (MTS Bonus kind) on plain files.
+
+    \b
+    bonuscli catalog --region RU-BRY
+    bonuscli join 9161234567 --region RU-MOW --at 2025-03-01
+    bonuscli earn 9161234567 500 --category mobile
+    """
+
+
+def main():
+    cli.main(prog_name="bonuscli")
+
+
+def command(*args, **kw):
+    """A subcommand that also takes the global options after its name."""
+
+    def deco(f):
+        return cli.command(*args, **kw)(global_options(f))
+
+    return deco
+
+
+# ---------------------------------------------------------------- shared plumbing
+
+
+def phone_arg(value: str) -> str:
+    return normalize_phone(value)
+
+
+def decided(result):
+    """The Decision, or the Refusal raised as the error it is."""
+    if isinstance(result, Refusal):
+        raise result.error()
+    return result
+
+
+def viewed(result) -> dict:
+    return decided(result).view
+
+
+def warn_torn(led) -> None:
+    msg = ledger_mod.torn_warning(led)
+    if msg:
+        render.warn(msg)
+
+
+def load_member(env: Env, phone: str, ledgers=None, now=None):
+    """Replay one member (reading the peers its unsettled gifts and referrals need)."""
+    ledgers = ledgers if ledgers is not None else {}
+    now = now or env.now
+    led = ledgers.get(phone)
+    if led is None:
+        led = ledgers[phone] = env.store.read(phone)
+        warn_torn(led)
+    peers = {}
+    for p in rules.peers_needed(led.events, now):
+        if p not in ledgers:
+            ledgers[p] = env.store.read(p)
+        peers[p] = ledgers[p].events
+    return rules.replay(env.catalog, phone, led.events, now, peers)
+
+
+def stamp(phone: str, count: int, events) -> list:
+    out = []
+    for i, e in enumerate(events, start=1):
+        rest = {k: v for k, v in e.items() if k not in ("type", "at")}
+        out.append({"v": SCHEMA_VERSION, "id": f"{phone}.{count + i}", "type": e["type"], "at": e["at"], **rest})
+    return out
+
+
+def write_decision(env: Env, result, members, ledgers):
+    """Append a Decision's events (after this member's seals), ledger by ledger, in order."""
+    for phone, events in result.writes:
+        m = members.get(phone)
+        led = ledgers[phone]
+        evs = (rules.seals(env.catalog, m, env.now) if m is not None else []) + list(events)
+        count = len(led.events) + (1 if led.torn else 0)
+        env.store.append(phone, stamp(phone, count, evs), led, env.fault)
+
+
+def transact(env: Env, phones, decide):
+    """Lock `phones` (sorted), read them under the lock, decide, write, return the view."""
+    cat = env.catalog
+    now = env.now
+    with env.store.locked(phones):
+        ledgers = {p: env.store.read(p) for p in phones}
+        for led in ledgers.values():
+            warn_torn(led)
+        members = {p: load_member(env, p, ledgers, now) for p in phones}
+        result = decided(decide(cat, members, now))
+        write_decision(env, result, members, ledgers)
+    return result.view
+
+
+def emit(env: Env, view, human):
+    if env.as_json:
+        render.emit_json(view)
+    else:
+        render.out(human(view))
+
+
+def kv(view, keys):
+    return render.pairs([(k, render.show(view.get(k))) for k in keys])
+
+
+# ---------------------------------------------------------------- catalog and check
+
+
+def complete_region(ctx, param, incomplete):
+    try:
+        return [r for r in env_of(ctx).catalog.regions if r.startswith(incomplete.upper())]
+    except Exception:
+        return []
+
+
+def complete_reward(ctx, param, incomplete):
+    try:
+        return [c for c in env_of(ctx).catalog.rewards if c.startswith(incomplete)]
+    except Exception:
+        return []
+
+
+def complete_category(ctx, param, incomplete):
+    try:
+        cat = env_of(ctx).catalog
+        return [c for c in list(cat.categories) + list(cat.ineligible) if c.startswith(incomplete)]
+    except Exception:
+        return []
+
+
+def complete_phone(ctx, param, incomplete):
+    try:
+        return [p for p in env_of(ctx).store.phones() if p.startswith(incomplete)]
+    except Exception:
+        return []
+
+
+def complete_channel(ctx, param, incomplete):
+    try:
+        return [c for c in env_of(ctx).catalog.channels if c.startswith(incomplete)]
+    except Exception:
+        return []
+
+
+def region_opt(cat, value):
+    if value is None:
+        return None
+    code = value.strip().upper()
+    if code not in cat.regions:
+        raise BadInput(f"unknown region '{value}' (e.g. RU-MOW, RU-SPE, RU-BRY; see `bonuscli catalog --help`)",
+                       "unknown-region")
+    return code
+
+
+def reward_json(cat, r, region=None):
+    sd = cat.store_discount
+    doc = {"code": r.code, "name": r.name, "category": r.category, "price": cat.price_for(r, region),
+           "validity_days": r.validity_days, "activation": {"ussd": r.ussd, "sms": r.sms},
+           "channels": list(r.channels),
+           "limits": [{"per": l.per, "max": l.max} for l in cat.limits_for(r)]}
+    if r.code == sd.reward:
+        doc["price"] = None
+        doc["points_per_rub"] = sd.points_per_rub
+        doc["max_share"] = str(sd.max_share)
+    if r.region_prices:
+        doc["region_prices"] = dict(r.region_prices)
+    if r.issues_code:
+        doc["issues_code"] = True
+    return doc
+
+
+@command("catalog")
+@click.argument("code", required=False, shell_complete=complete_reward)
+@click.option("--region", help="Show prices for this home region.", shell_complete=complete_region)
+@click.option("--category", "category", help="Only rewards of this category.")
+@click.option("--search", help="Only rewards whose code or name contains this text.")
+@click.option("--max-price", type=click.IntRange(min=0), help="Only rewards at most this many points.")
+@click.option("--channel", help="Only rewards that can be ordered through this channel.",
+              shell_complete=complete_channel)
+@click.pass_context
+def catalog_cmd(ctx, code, region, category, search, max_price, channel):
+    """List the rewards with their price for a region, or show one reward in full.
+
+    \b
+    bonuscli catalog --region RU-BRY --category calls
+    bonuscli catalog minutes_30 --json
+    """
+    env = env_of(ctx)
+    cat = env.catalog
+    region = region_opt(cat, region)
+    if code is not None:
+        r = cat.rewards.get(code)
+        if r is None:
+            raise BadInput(f"unknown reward '{code}'; `bonuscli catalog` lists the codes", "unknown-reward")
+        doc = reward_json(cat, r, region)
+        if region:
+            doc["region"] = region
+        emit(env, doc, lambda d: kv(d, [k for k in d]))
+        return
+    if category is not None and category not in cat.reward_categories:
+        raise BadInput(f"unknown reward category '{category}' (categories: {', '.join(cat.reward_categories)})",
+                       "unknown-category")
+    if channel is not None and channel not in cat.channels:
+        raise BadInput(f"unknown channel '{channel}' (channels: {', '.join(cat.channels)})", "unknown-channel")
+    rows = []
+    for r in cat.rewards.values():
+        doc = reward_json(cat, r, region)
+        if category and r.category != category:
+            continue
+        if channel and channel not in r.channels:
+            continue
+        if search and search.lower() not in (r.code + " " + r.name).lower():
+            continue
+        if max_price is not None and (doc["price"] is None or doc["price"] > max_price):
+            continue
+        rows.append(doc)
+    if env.as_json:
+        render.emit_json(rows)
+        return
+    render.out(render.table(
+        [[d["code"], d["name"], d["category"], render.show(d["price"]) if d["price"] is not None else "10/RUB",
+          render.show(d["validity_days"]), d["activation"]["ussd"] or d["activation"]["sms"] or "-",
+          ",".join(d["channels"])] for d in rows],
+        ["code", "name", "category", f"price{' ' + region if region else ''}", "days", "activation", "channels"]))
+
+
+@command("check")
+@click.option("--ledgers", "ledgers", is_flag=True, help="Verify every ledger of the data directory.")
+@click.option("--scenario", "scenario", is_flag=True, help="Run the scenario FILES given as arguments.")
+@click.argument("files", nargs=-1, type=click.Path(dir_okay=False))
+@click.pass_context
+def check_cmd(ctx, ledgers, scenario, files):
+    """Validate a catalog: silent and exit 0 when valid, `file:line: message` lines and exit 3 when not.
+
+    \b
+    bonuscli check --catalog my-catalog.yaml
+    """
+    env = env_of(ctx)
+    if files and not scenario:
+        raise BadInput("FILES are scenario files: use `check --scenario FILE...`", "usage")
+    if scenario:
+        if not files:
+            raise BadInput("--scenario needs one or more scenario files", "usage")
+        from bonuscli import scenario as scenario_mod
+
+        code = scenario_mod.run_files(env, files)
+        ctx.exit(code)
+    from bonuscli import catalog as catalog_mod
+
+    shown = env.catalog_text or str(env.catalog_path)
+    cat, probs = catalog_mod.validate(env.catalog_path, shown)
+    if probs:
+        if env.as_json:
+            render.emit_json({"valid": False, "catalog": shown,
+                              "problems": [{"path": p.path, "line": p.line, "message": p.message} for p in probs]})
+        for p in probs:
+            render.warn(str(p))
+        raise FilesError(f"{shown}: {len(probs)} problem{'s' if len(probs) != 1 else ''} in the catalog",
+                         "catalog-invalid")
+    if ledgers:
+        from bonuscli import audit
+
+        problems = audit.check_dir(env)
+        if problems:
+            if env.as_json:
+                render.emit_json({"valid": False, "problems": problems})
+            for p in problems:
+                render.warn(p["text"])
+            raise FilesError(f"{len(problems)} problem{'s' if len(problems) != 1 else ''} in the ledgers of {env.data_dir}",
+                             "ledger-unsound")
+    if env.as_json:
+        render.emit_json({"valid": True, "catalog": shown})
+
+
+# ---------------------------------------------------------------- members
+
+
+@command("join")
+@click.argument("phone", shell_complete=complete_phone)
+@click.option("--region", required=True, help="Home region code (ISO 3166-2:RU, e.g. RU-MOW).",
+              shell_complete=complete_region)
+@click.option("--method", default="sms", show_default=True, help="How the subscriber joins (sms, ussd, app, call, store, web, card, wallet).")
+@click.option("--email", help="E-mail (web form; with --birth-date gives the profile bonus).")
+@click.option("--birth-date", help="Birth date YYYY-MM-DD (web form).")
+@click.option("--customer-since", help="Date the subscriber became a customer (default: today).")
+@click.option("--referrer", help="Phone of the member who invited this one.", shell_complete=complete_phone)
+@click.option("--services", default=None, help="Comma-separated services (default mobile).")
+@click.pass_context
+def join_cmd(ctx, phone, region, method, email, birth_date, customer_since, referrer, services):
+    """Join the program; welcome points are credited at activation.
+
+    \b
+    bonuscli join +7 916 123-45-67 --region RU-MOW --method web --email a@b.ru --birth-date 1990-01-01
+    """
+    env = env_of(ctx)
+    phone = phone_arg(phone)
+    cat = env.catalog
+    req = {"region": region_opt(cat, region), "method": method.strip().lower()}
+    if req["method"] not in cat.methods:
+        raise BadInput(f"unknown join method '{method}' (methods: {', '.join(cat.methods)})", "unknown-method")
+    known = cat.services_eligible + cat.services_ineligible
+    svc = [s.strip().lower() for s in (services.split(",") if services is not None else cat.services_default)]
+    svc = [s for s in svc if s]
+    for s in svc:
+        if s not in known:
+            raise BadInput(f"unknown service '{s}' (services: {', '.join(known)})", "unknown-service")
+    if not svc:
+        raise BadInput("--services needs at least one service", "unknown-service")
+    req["services"] = list(dict.fromkeys(svc))
+    if email is not None:
+        if "@" not in email or any(c.isspace() for c in email.strip()) or len(email) > 254:
+            raise BadInput(f"not an e-mail address: {email!r}", "bad-email")
+        req["email"] = email.strip()
+    if birth_date is not None:
+        req["birth_date"] = parse_date(birth_date, "--birth-date")
+        if req["birth_date"] > rules.local_date(cat, env.now):
+            raise BadInput("--birth-date is in the future", "bad-date")
+    if customer_since is not None:
+        req["customer_since"] = parse_date(customer_since, "--customer-since")
+        if req["customer_since"] > rules.local_date(cat, env.now):
+            raise BadInput("--customer-since cannot be after the join date", "bad-date")
+    phones = [phone]
+    if referrer is not None:
+        req["referrer"] = phone_arg(referrer)
+        if req["referrer"] != phone:
+            phones.append(req["referrer"])
+
+    def decide(cat, members, now):
+        return rules.join(cat, members[phone], now, req, members.get(req.get("referrer")))
+
+    view = transact(env, phones, decide)
+    emit(env, view, lambda v: kv(v, ["phone", "region", "method", "status", "joined_at", "active_from",
+                                     "customer_since", "balance"]) + "\n" + (
+        render.table([[w["reason"], w["points"]] for w in v["welcome"]], ["welcome", "points"])
+        if v["welcome"] else "welcome           - (the phone joined before)"))
+
+
+@command("balance")
+@click.argument("phone", shell_complete=complete_phone)
+@click.pass_context
+def balance_cmd(ctx, phone):
+    """Show a member's points, status, gifts and active rewards.
+
+    \b
+    bonuscli balance 9161234567
+    """
+    env = env_of(ctx)
+    phone = phone_arg(phone)
+    view = viewed(rules.balance(load_member(env, phone), env.now))
+
+    def human(v):
+        text = kv(v, ["phone", "region", "status", "available", "held_out", "debt", "next_expiry", "coefficient",
+                      "customer_since"])
+        if v["pending_in"]:
+            text += "\n\n" + render.table([[g["gift_id"], g["from"], g["points"], g["deadline"]] for g in v["pending_in"]],
+                                          ["gift", "from", "points", "accept before"])
+        if v["active_rewards"]:
+            text += "\n\n" + render.table([[r["code"], r["name"], r["active_until"]] for r in v["active_rewards"]],
+                                          ["reward", "name", "active until"])
+        return text
+
+    emit(env, view, human)
+
+
+@command("history")
+@click.argument("phone", shell_complete=complete_phone)
+@click.pass_context
+def history_cmd(ctx, phone):
+    """List a member's events oldest first, with the running balance (JSON lines with --json).
+
+    \b
+    bonuscli history 9161234567 --json
+    """
+    env = env_of(ctx)
+    phone = phone_arg(phone)
+    m = load_member(env, phone)
+    if m.join is None and not m.register:
+        raise not_member_error(phone)
+    rows = m.register
+    if env.as_json:
+        render.emit_json_lines(rows)
+        return
+    render.out(render.table([[r["at"], r["type"], f"{r['points']:+d}" if r["points"] else "0", r["balance"], r["detail"]]
+                             for r in rows], ["at", "event", "points", "balance", "detail"]))
+
+
+def not_member_error(phone):
+    return rules.not_member(phone).error()
+
+
+@command("leave")
+@click.argument("phone", shell_complete=complete_phone)
+@click.option("--yes", is_flag=True, help="Confirm: every point is forfeited and cannot be restored.")
+@click.pass_context
+def leave_cmd(ctx, phone, yes):
+    """Leave the program, forfeiting every point (needs --yes).
+
+    \b
+    bonuscli leave 9161234567 --yes
+    """
+    env = env_of(ctx)
+    phone = phone_arg(phone)
+    if not yes:
+        raise BadInput("leaving forfeits every point and cannot be undone; add --yes to confirm", "confirm")
+    view = transact(env, [phone], lambda cat, members, now: rules.leave(cat, members[phone], now))
+    emit(env, view, lambda v: kv(v, ["phone", "status", "forfeited", "left_at"]))
+
+
+@command("path")
+@click.argument("phone", required=False, shell_complete=complete_phone)
+@click.pass_context
+def path_cmd(ctx, phone):
+    """Print where the data directory, the catalog in use and a member's ledger are.
+
+    \b
+    bonuscli path 9161234567
+    """
+    env = env_of(ctx)
+    view = {"data_dir": str(env.data_dir), "catalog": str(env.catalog_path),
+            "ledgers": str(paths.ledgers_dir(env.data_dir))}
+    if phone is not None:
+        view["ledger"] = str(paths.ledger_path(env.data_dir, phone_arg(phone)))
+    emit(env, view, lambda v: kv(v, list(v)))
+
+
+# ---------------------------------------------------------------- earning
+
+
+def earn_human(v):
+    text = kv(v, ["phone", "amount", "category", "points", "coefficient", "rub_per_point", "duplicate", "balance"])
+    for b in v.get("bonuses", ()):
+        text += f"\nbonus          {b['reason']} +{b['points']}"
+    if v.get("dry_run"):
+        text += "\n(dry run: nothing was written)"
+    return text
+
+
+@command("earn")
+@click.argument("phone", required=False, shell_complete=complete_phone)
+@click.argument("amount", required=False)
+@click.option("--category", "category", help="Spending category (mobile, card, taxi, ...).",
+              shell_complete=complete_category)
+@click.option("--ref", help="Transaction id: a repeat with the same ref changes nothing.")
+@click.option("--dry-run", is_flag=True, help="Compute without writing.")
+@click.option("--from", "from_file", type=click.Path(dir_okay=False, allow_dash=True),
+              help="Batch: a CSV (phone,amount,category,ref[,at]) or JSON-lines file, - for stdin.")
+@click.pass_context
+def earn_cmd(ctx, phone, amount, category, ref, dry_run, from_file):
+    """Record a spending and credit its points (or a whole batch with --from).
+
+    \b
+    bonuscli earn 9161234567 500 --category mobile --ref tx-1001
+    bonuscli earn --from payments.csv --json
+    """
+    env = env_of(ctx)
+    if from_file is not None:
+        if phone is not None or amount is not None or category is not None or ref is not None:
+            raise BadInput("--from takes no PHONE, AMOUNT, --category or --ref: they come from the file", "usage")
+        from bonuscli import batch
+
+        code = batch.earn_batch(env, from_file, dry_run)
+        ctx.exit(code)
+    if phone is None or amount is None:
+        raise BadInput("earn needs PHONE and AMOUNT (or --from FILE)", "usage")
+    if category is None:
+        raise BadInput("earn needs --category (e.g. mobile, card, taxi)", "usage")
+    phone = phone_arg(phone)
+    cat = env.catalog
+    value = parse_amount(amount, cat.amount_max)
+    category = category.strip().lower()
+    if ref is not None:
+        ref = check_ref(ref)
+    if dry_run:
+        view = viewed(rules.earn(cat, load_member(env, phone), env.now, value, category, ref, dry_run=True))
+    else:
+        view = transact(env, [phone], lambda cat, members, now: rules.earn(cat, members[phone], now, value, category, ref))
+    emit(env, view, earn_human)
+
+
+def parse_total(text, what):
+    """A non-negative rouble total (0 allowed), exact."""
+    from decimal import Decimal
+
+    if text is None or str(text).strip() in ("0", "0.0", "0.00"):
+        return Decimal(0)
+    return parse_amount(text, Decimal("1000000000000"), what)
+
+
+def check_ref(ref: str) -> str:
+    ref = str(ref)
+    if not ref.strip() or len(ref) > 200 or any(ord(c) < 32 for c in ref):
+        raise BadInput("--ref must be a non-empty text of at most 200 printable characters", "bad-ref")
+    return ref
+
+
+@command("calc")
+@click.argument("amount")
+@click.option("--category", "category", required=True, shell_complete=complete_category)
+@click.option("--tenure-months", type=click.IntRange(min=0), help="Customer for exactly N whole months.")
+@click.option("--customer-since", help="Customer since this date (tenure as of --at).")
+@click.option("--card-last-month", help="Card payments of the previous calendar month, RUB (default 0).")
+@click.option("--explain", is_flag=True, help="Show each rule applied.")
+@click.pass_context
+def calc_cmd(ctx, amount, category, tenure_months, customer_since, card_last_month, explain):
+    """What-if: the points a spending would earn, with no ledger at all.
+
+    \b
+    bonuscli calc 500 --category mobile --tenure-months 13
+    """
+    env = env_of(ctx)
+    cat = env.catalog
+    value = parse_amount(amount, cat.amount_max)
+    if tenure_months is not None and customer_since is not None:
+        raise BadInput("give --tenure-months or --customer-since, not both", "usage")
+    since = parse_date(customer_since, "--customer-since") if customer_since else None
+    last = parse_total(card_last_month, "--card-last-month")
+    on = rules.local_date(cat, env.now) if since is not None else None
+    view = viewed(rules.calc(cat, value, category.strip().lower(), months=tenure_months, since=since, on=on,
+                              card_last_month=last))
+    if explain:
+        view["steps"] = view["_steps"]
+    emit(env, view, lambda v: kv(v, ["amount", "category", "rub_per_point", "coefficient", "points"]) + (
+        "\n\n" + "\n".join(f"{s['rule']}: {s['detail']}" for s in v["steps"]) if explain else ""))
+
+
+# ---------------------------------------------------------------- forecast and redeem
+
+
+@command("forecast")
+@click.argument("phone", shell_complete=complete_phone)
+@click.option("--days", type=click.IntRange(min=0), help="Window of N days from today (default 30).")
+@click.option("--until", "until", help="Window up to and including this date.")
+@click.pass_context
+def forecast_cmd(ctx, phone, days, until):
+    """Show the points that expire soon (SMS PROGNOS), and a 12-month chart.
+
+    \b
+    bonuscli forecast 9161234567 --days 60
+    """
+    env = env_of(ctx)
+    phone = phone_arg(phone)
+    if days is not None and until is not None:
+        raise BadInput("give --days or --until, not both", "usage")
+    until_d = parse_date(until, "--until") if until else None
+    view = viewed(rules.forecast(load_member(env, phone), env.now, days, until_d))
+
+    def human(v):
+        text = render.table([[l["expires_on"], l["points"]] for l in v["lots"]], ["expires on", "points"])
+        text += f"\n\ntotal {v['total']} points expiring up to {v['until']}\n\nnext 12 months:\n"
+        text += render.bars([(m["month"], m["points"]) for m in v["months"]])
+        return text
+
+    emit(env, view, human)
+
+
+@command("redeem")
+@click.argument("phone", shell_complete=complete_phone)
+@click.argument("code", shell_complete=complete_reward)
+@click.option("--via", "via", default="web", show_default=True, help="Channel: web, app, sms, ussd, store.",
+              shell_complete=complete_channel)
+@click.option("--price", "price", help="Store discount: the item's price in RUB.")
+@click.option("--points", "points", type=int, help="Store discount: points to use (default: as many as allowed).")
+@click.pass_context
+def redeem_cmd(ctx, phone, code, via, price, points):
+    """Order a reward, paying its price for the member's region in points.
+
+    \b
+    bonuscli redeem 9161234567 minutes_30
+    bonuscli redeem 9161234567 store_discount --via store --price 1999.90
+    """
+    env = env_of(ctx)
+    phone = phone_arg(phone)
+    cat = env.catalog
+    if code not in cat.rewards:
+        raise BadInput(f"unknown reward '{code}'; `bonuscli catalog` lists the codes", "unknown-reward")
+    via = via.strip().lower()
+    if via not in cat.channels:
+        raise BadInput(f"unknown channel '{via}' (channels: {', '.join(cat.channels)})", "unknown-channel")
+    price_rub = parse_amount(price, cat.amount_max, "--price") if price is not None else None
+    if code != cat.store_discount.reward and (price is not None or points is not None):
+        raise BadInput("--price and --points are for the store discount only", "usage")
+    view = transact(env, [phone], lambda cat, members, now: rules.redeem(cat, members[phone], now, code, via,
+                                                                        price_rub, points))
+    emit(env, view, lambda v: kv(v, [k for k in ("phone", "code", "name", "points_spent", "balance", "active_until",
+                                                  "voucher", "price_rub", "discount_rub", "to_pay_rub") if k in v]))
+
+
+# ---------------------------------------------------------------- gifts
+
+
+@command("gift")
+@click.argument("sender", metavar="FROM", shell_complete=complete_phone)
+@click.argument("recipient", metavar="TO", shell_complete=complete_phone)
+@click.argument("points", type=int)
+@click.pass_context
+def gift_cmd(ctx, sender, recipient, points):
+    """Offer points to another member of the same region; they have 30 days to accept.
+
+    \b
+    bonuscli gift 9161234567 9167654321 100
+    """
+    env = env_of(ctx)
+    s, r = phone_arg(sender), phone_arg(recipient)
+    view = transact(env, [s, r], lambda cat, members, now: rules.gift(cat, members[s], members[r], now, points))
+    emit(env, view, lambda v: kv(v, ["gift_id", "from", "to", "points", "offered_at", "deadline", "balance"]))
+
+
+@command("accept")
+@click.argument("phone", shell_complete=complete_phone)
+@click.argument("gift_id")
+@click.option("--reject", is_flag=True, help="Reject the gift: the points go back to the sender.")
+@click.pass_context
+def accept_cmd(ctx, phone, gift_id, reject):
+    """Accept (or --reject) a pending gift.
+
+    \b
+    bonuscli accept 9167654321 gk3m9pq
+    """
+    env = env_of(ctx)
+    phone = phone_arg(phone)
+    gift_id = gift_id.strip().lower()
+    if not gift_id.isalnum() or len(gift_id) > 32:
+        raise BadInput(f"not a gift id: {gift_id!r}", "bad-gift-id")
+    m = load_member(env, phone)
+    g = m.gifts_in.get(gift_id)
+    if g is None:
+        if m.join is None:
+            raise not_member_error(phone)
+        raise Refusal(1, "gift-not-found", f"no gift {gift_id} was offered to {phone}").error()
+    sender = g["from"]
+
+    def decide(cat, members, now):
+        return rules.accept(cat, members[phone], members[sender], now, gift_id, reject)
+
+    view = transact(env, [phone, sender], decide)
+    emit(env, view, lambda v: kv(v, ["gift_id", "status", "points", "balance"]))

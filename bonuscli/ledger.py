@@ -1,0 +1,237 @@
+"""The store: one JSON-lines ledger per member, read whole, appended under a lock.
+
+Owns: parsing ledgers (torn final line -> warning, repaired lines skipped,
+anything else unreadable -> FilesError naming path:line, file untouched),
+exclusive fcntl locks taken in a fixed order with a timeout, appends of whole
+lines followed by fsync, modes 0700/0600. Imports model and paths.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import NamedTuple, Optional
+
+from bonuscli import paths
+from bonuscli.model import SCHEMA_VERSION, FilesError
+
+LOCK_TIMEOUT = 10.0
+REQUIRED = ("v", "id", "type", "at")
+
+
+class Torn(NamedTuple):
+    line: int
+    offset: int
+
+
+class LedgerRead(NamedTuple):
+    path: Path
+    events: tuple  # dicts, oldest first, repair events included
+    torn: Optional[Torn]
+    size: int
+
+
+def _corrupt(path: Path, line: int, why: str) -> FilesError:
+    return FilesError(
+        f"{path}:{line}: corrupt ledger line ({why}); nothing was changed. "
+        "Restore the file from a backup, or inspect it with `bonuscli check --ledgers`",
+        "ledger-corrupt",
+    )
+
+
+def parse(path: Path, data: bytes) -> LedgerRead:
+    """Parse a ledger's bytes. Pure: no I/O."""
+    torn = None
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    elif lines:
+        torn_text = lines.pop()
+        torn = Torn(len(lines) + 1, len(data) - len(torn_text))
+    parsed, bad, repaired = [], [], set()
+    for n, raw in enumerate(lines, start=1):
+        try:
+            event = json.loads(raw)
+            if not isinstance(event, dict) or any(k not in event for k in REQUIRED):
+                raise ValueError("not a ledger event")
+        except (ValueError, UnicodeDecodeError) as e:
+            bad.append((n, "not valid JSON" if isinstance(e, json.JSONDecodeError) else str(e)))
+            continue
+        if event["type"] == "repair":
+            repaired.add(event.get("line"))
+        parsed.append((n, event))
+    for n, why in bad:
+        if n not in repaired:
+            raise _corrupt(path, n, why)
+    events = []
+    for n, event in parsed:
+        if n in repaired:
+            continue
+        v = event.get("v")
+        if not isinstance(v, int) or v < 1:
+            raise _corrupt(path, n, "no schema version")
+        if v > SCHEMA_VERSION:
+            raise FilesError(
+                f"{path}:{n}: written by a newer bonuscli (schema {v}); upgrade bonuscli to read it",
+                "ledger-newer",
+            )
+        events.append(event)
+    return LedgerRead(path, tuple(events), torn, len(data))
+
+
+def read(path: Path) -> LedgerRead:
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return LedgerRead(path, (), None, 0)
+    except OSError as e:
+        raise FilesError(f"cannot read ledger {path}: {e.strerror or e}", "ledger-unreadable")
+    return parse(path, data)
+
+
+def torn_warning(ledger: LedgerRead) -> Optional[str]:
+    if ledger.torn is None:
+        return None
+    return (
+        f"warning: {ledger.path}:{ledger.torn.line}: ignoring an unfinished last line "
+        "(an interrupted write); the next change will seal it"
+    )
+
+
+def ensure_dir(path: Path) -> None:
+    """Create a directory (and parents) 0700 whatever the umask."""
+    if path.is_dir():
+        return
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(path, 0o700)
+    except OSError as e:
+        raise FilesError(f"cannot create directory {path}: {e.strerror or e}", "disk")
+
+
+class Store:
+    """A data directory of ledgers."""
+
+    def __init__(self, root: Path, lock_timeout: float = LOCK_TIMEOUT):
+        self.root = root
+        self.lock_timeout = lock_timeout
+
+    def path(self, phone: str) -> Path:
+        return paths.ledger_path(self.root, phone)
+
+    def read(self, phone: str) -> LedgerRead:
+        return read(self.path(phone))
+
+    def phones(self) -> list:
+        d = paths.ledgers_dir(self.root)
+        try:
+            names = os.listdir(d)
+        except FileNotFoundError:
+            return []
+        return sorted(n[:-6] for n in names if n.endswith(".jsonl") and len(n) == 16 and n[:10].isdigit())
+
+    def prepare(self) -> None:
+        ensure_dir(self.root)
+        ensure_dir(paths.ledgers_dir(self.root))
+        ensure_dir(self.root / "locks")
+
+    @contextmanager
+    def locked(self, phones):
+        """Hold exclusive locks on these members' ledgers, taken in sorted order."""
+        import fcntl
+
+        self.prepare()
+        fds = []
+        try:
+            for phone in sorted(set(phones)):
+                fd = os.open(paths.lock_path(self.root, phone), os.O_RDWR | os.O_CREAT, 0o600)
+                fds.append(fd)
+                deadline = time.monotonic() + self.lock_timeout
+                delay = 0.002
+                while True:
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        break
+                    except OSError as e:
+                        if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                            raise FilesError(f"cannot lock the ledger of {phone}: {e.strerror}", "lock")
+                        if time.monotonic() >= deadline:
+                            raise FilesError(
+                                f"the ledger of {phone} is locked by another bonuscli; "
+                                f"gave up after {self.lock_timeout:g} s, try again",
+                                "lock-timeout",
+                            )
+                        time.sleep(delay)
+                        delay = min(delay * 2, 0.05)
+            yield
+        finally:
+            for fd in reversed(fds):
+                os.close(fd)
+
+    def append(self, phone: str, events, ledger: LedgerRead, fault=None) -> None:
+        """Append events as whole lines (sealing a torn tail first), then fsync.
+
+        The caller holds the lock and read `ledger` under it.
+        """
+        path = self.path(phone)
+        chunks = []
+        if ledger.torn is not None:
+            chunks.append(b"\n")
+            repair = {
+                "v": SCHEMA_VERSION,
+                "id": f"{phone}.r{ledger.torn.line}",
+                "type": "repair",
+                "at": events[0]["at"] if events else "",
+                "line": ledger.torn.line,
+                "offset": ledger.torn.offset,
+                "note": "an interrupted write left this line unfinished; readers skip it",
+            }
+            chunks.append(encode(repair))
+        for event in events:
+            chunks.append(encode(event))
+        data = b"".join(chunks)
+        new = not path.exists()
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        except OSError as e:
+            raise FilesError(f"cannot open ledger {path} for writing: {e.strerror or e}", "disk")
+        try:
+            if new:
+                os.fchmod(fd, 0o600)
+            if fault:
+                fault("before-write", phone)
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            if fault:
+                fault("before-fsync", phone)
+            os.fsync(fd)
+        except OSError as e:
+            raise FilesError(
+                f"could not write ledger {path}: {e.strerror or e}; what was written is not acknowledged "
+                "and a torn line will be sealed by the next command",
+                "disk",
+            )
+        finally:
+            os.close(fd)
+        if new:
+            try:
+                dfd = os.open(path.parent, os.O_RDONLY)
+                try:
+                    os.fsync(dfd)
+                finally:
+                    os.close(dfd)
+            except OSError:
+                pass
+        if fault:
+            fault("after-fsync", phone)
+
+
+def encode(event: dict) -> bytes:
+    return (json.dumps(event, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")

@@ -1,0 +1,88 @@
+"""Output: tables for people, JSON for scripts, one-line errors.
+
+Owns: every byte bonuscli prints. Imports model; tabulate lazily.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from bonuscli.model import BonusError
+
+
+def public(value):
+    """Drop internal keys (leading underscore) before printing."""
+    if isinstance(value, dict):
+        return {k: public(v) for k, v in value.items() if not str(k).startswith("_")}
+    if isinstance(value, (list, tuple)):
+        return [public(v) for v in value]
+    return value
+
+
+def dumps(value, indent=2) -> str:
+    return json.dumps(public(value), indent=indent, ensure_ascii=False)
+
+
+def emit_json(value) -> None:
+    sys.stdout.write(dumps(value) + "\n")
+
+
+def emit_json_lines(rows) -> None:
+    for row in rows:
+        sys.stdout.write(json.dumps(public(row), ensure_ascii=False, separators=(", ", ": ")) + "\n")
+
+
+def table(rows, headers, colalign=None) -> str:
+    from tabulate import tabulate
+
+    if not rows:
+        return "(none)"
+    kw = {"colalign": colalign} if colalign else {}
+    return tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True, **kw)
+
+
+def pairs(items) -> str:
+    """A two-column `name  value` block for one object."""
+    width = max(len(k) for k, _ in items)
+    return "\n".join(f"{k.ljust(width)}  {v}" for k, v in items)
+
+
+def show(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(show(v) for v in value) if value else "-"
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {show(v)}" for k, v in value.items())
+    return str(value)
+
+
+def out(text: str) -> None:
+    sys.stdout.write(text.rstrip("\n") + "\n")
+
+
+def warn(text: str) -> None:
+    sys.stderr.write(text.rstrip("\n") + "\n")
+
+
+def bars(rows, width=30) -> str:
+    """A small horizontal bar chart: rows of (label, value)."""
+    top = max((v for _, v in rows), default=0)
+    lines = []
+    for label, v in rows:
+        n = 0 if top == 0 else max(1 if v else 0, round(v * width / top))
+        lines.append(f"{label}  {'#' * n}{' ' if n else ''}{v}")
+    return "\n".join(lines)
+
+
+def error(err: BonusError, as_json: bool) -> None:
+    if as_json:
+        doc = {"error": {"code": err.exit_code, "kind": err.kind, "message": " ".join(err.message.split("\n"))}}
+        if err.steps:
+            doc["error"]["steps"] = public(err.steps)
+        sys.stderr.write(json.dumps(doc, ensure_ascii=False) + "\n")
+    else:
+        sys.stderr.write("error: " + " ".join(err.message.split("\n")) + "\n")
