@@ -540,6 +540,17 @@ def replay(cat: Catalog, phone: str, events, now: dt.datetime, peers=None) -> Me
     return m
 
 
+def extend(m: Member, event: dict) -> None:
+    """Apply one more (stamped) event of this member's own, as replay would."""
+    at = from_iso(event["at"])
+    m.advance(at)
+    m._own.append(event)
+    m.apply(event, at, {})
+    m.count += 1
+    m.last_at = at if m.last_at is None else max(m.last_at, at)
+    m.now = max(m.now, at)
+
+
 # ---------------------------------------------------------------- status and views
 
 

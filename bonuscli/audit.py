@@ -1,0 +1,123 @@
+"""`check --ledgers`: every ledger of a data directory, and the invariants across them.
+
+Owns: the invariant checker used by tests and by the command. Reads ledgers
+through ledger.read (never writes); the arithmetic is the rules' replay.
+Imports model, ledger, rules.
+"""
+
+from __future__ import annotations
+
+from bonuscli import ledger as ledger_mod
+from bonuscli import rules
+from bonuscli.model import FilesError
+
+
+def _problem(path, line, message):
+    return {"path": str(path), "line": line, "message": message, "text": f"{path}:{line}: {message}"}
+
+
+def conservation(m) -> tuple:
+    """(left side, right side) of: credited + received = available + spent + expired
+    + forfeited + gifted + held + refunded - debt + debited."""
+    t = m.totals
+    lhs = t["credited"] + t["received"]
+    rhs = (m.available() + t["spent"] + t["expired"] + t["forfeited"] + t["gifted"] + m.held_out()
+           + t["refunded"] + t["debited"] - m.debt)
+    return lhs, rhs
+
+
+def line_of(led, event_id) -> int:
+    """1-based line number of an event in a ledger file (by id)."""
+    try:
+        with open(led.path, "rb") as f:
+            for n, raw in enumerate(f, start=1):
+                if f'"id":"{event_id}"'.encode() in raw:
+                    return n
+    except OSError:
+        pass
+    return 1
+
+
+def check_dir(env) -> list:
+    store = env.store
+    cat = env.catalog
+    now = env.now
+    problems = []
+    ledgers = {}
+    for phone in store.phones():
+        try:
+            ledgers[phone] = store.read(phone)
+        except FilesError as e:
+            problems.append({"path": str(store.path(phone)), "line": 0, "message": e.message, "text": e.message})
+    for phone, led in ledgers.items():
+        problems.extend(check_ledger(cat, phone, led, ledgers, now))
+    return problems
+
+
+def check_ledger(cat, phone, led, ledgers, now) -> list:
+    out = []
+    if led.torn is not None:
+        out.append(_problem(led.path, led.torn.line, "unfinished last line (an interrupted write); "
+                            "the next change to this member seals it"))
+    seen_ids, refs, last = set(), {}, None
+    for e in led.events:
+        if e["id"] in seen_ids:
+            out.append(_problem(led.path, line_of(led, e["id"]), f"duplicate event id {e['id']}"))
+        seen_ids.add(e["id"])
+        if e["type"] == "repair":
+            continue
+        at = e["at"]
+        if last is not None and rules.from_iso(at) < last:
+            out.append(_problem(led.path, line_of(led, e["id"]), f"event {e['id']} is dated before the one above it"))
+        last = rules.from_iso(at)
+        if e["type"] in ("earn", "refund", "adjust") and e.get("ref") is not None:
+            key = (e["type"], e["ref"])
+            if key in refs:
+                out.append(_problem(led.path, line_of(led, e["id"]),
+                                    f"reference {e['ref']} applied twice ({e['type']}; first {refs[key]})"))
+            refs[key] = e["id"]
+    peers = {p: (ledgers[p].events if p in ledgers else ()) for p in rules.peers_needed(led.events, now)}
+    try:
+        m = rules.replay(cat, phone, led.events, now, peers)
+    except Exception as e:  # a ledger the rules cannot replay is unsound
+        return out + [_problem(led.path, 1, f"cannot replay this ledger ({type(e).__name__}: {e})")]
+    lhs, rhs = conservation(m)
+    if lhs != rhs:
+        out.append(_problem(led.path, 1, f"points do not add up: credited+received {lhs} != accounted {rhs} "
+                            f"(totals {m.totals}, available {m.available()}, held {m.held_out()}, debt {m.debt})"))
+    for e in led.events:
+        t = e["type"]
+        if t == "gift_out":
+            other = ledgers.get(e["to"])
+            inn = [x for x in (other.events if other else ()) if x["type"] == "gift_in" and x.get("gift_id") == e["gift_id"]]
+            status, _ = rules.gift_outcome(e["gift_id"], led.events, other.events if other else (), now)
+            if inn:
+                x = inn[0]
+                if x["points"] != e["points"] or x["from"] != phone or x.get("lots") != e.get("lots"):
+                    out.append(_problem(led.path, line_of(led, e["id"]),
+                                        f"gift {e['gift_id']} differs from its copy in {e['to']}'s ledger"))
+            elif status != "cancelled":
+                settle = next((x for x in led.events if x["type"] == "gift_settle" and x["gift_id"] == e["gift_id"]), None)
+                if settle is None or settle["outcome"] != "cancelled":
+                    out.append(_problem(led.path, line_of(led, e["id"]),
+                                        f"gift {e['gift_id']} is missing from {e['to']}'s ledger"))
+        elif t == "gift_in":
+            other = ledgers.get(e["from"])
+            outs = [x for x in (other.events if other else ()) if x["type"] == "gift_out" and x.get("gift_id") == e["gift_id"]]
+            if not outs:
+                out.append(_problem(led.path, line_of(led, e["id"]),
+                                    f"gift {e['gift_id']} has no offer in {e['from']}'s ledger"))
+        elif t == "gift_settle":
+            offer = next((x for x in led.events if x["type"] == "gift_out" and x["gift_id"] == e["gift_id"]), None)
+            if offer is None:
+                out.append(_problem(led.path, line_of(led, e["id"]), f"settles unknown gift {e['gift_id']}"))
+                continue
+            other = ledgers.get(offer["to"])
+            decision = next((x for x in (other.events if other else ())
+                             if x["type"] in ("gift_accept", "gift_reject") and x.get("gift_id") == e["gift_id"]), None)
+            if decision is not None:
+                want = "accepted" if decision["type"] == "gift_accept" else "rejected"
+                if e["outcome"] != want:
+                    out.append(_problem(led.path, line_of(led, e["id"]),
+                                        f"gift {e['gift_id']} recorded {e['outcome']} here but {want} by {offer['to']}"))
+    return out
