@@ -495,8 +495,22 @@ def join_cmd(ctx, phone, region, method, email, birth_date, customer_since, refe
     bonuscli join +7 916 123-45-67 --region RU-MOW --method web --email a@b.ru --birth-date 1990-01-01
     """
     env = env_of(ctx)
+    view = op_join(env, phone, region, method, email, birth_date, customer_since, referrer, services)
+    emit(env, view, human_join)
+
+
+def human_join(v):
+    return kv(v, ["phone", "region", "method", "status", "joined_at", "active_from", "customer_since", "balance"]) + (
+        "\n" + render.table([[w["reason"], w["points"]] for w in v["welcome"]], ["welcome", "points"])
+        if v["welcome"] else "\nwelcome         - (this phone was a member before)")
+
+
+def op_join(env, phone, region, method="sms", email=None, birth_date=None, customer_since=None, referrer=None,
+            services=None):
     phone = phone_arg(phone)
     cat = env.catalog
+    if region is None:
+        raise BadInput("joining needs --region CODE (e.g. RU-MOW)", "usage")
     req = {"region": region_opt(cat, region), "method": method.strip().lower()}
     if req["method"] not in cat.methods:
         raise BadInput(f"unknown join method '{method}' (methods: {', '.join(cat.methods)})", "unknown-method")
@@ -530,11 +544,7 @@ def join_cmd(ctx, phone, region, method, email, birth_date, customer_since, refe
     def decide(cat, members, now):
         return rules.join(cat, members[phone], now, req, members.get(req.get("referrer")))
 
-    view = transact(env, phones, decide)
-    emit(env, view, lambda v: kv(v, ["phone", "region", "method", "status", "joined_at", "active_from",
-                                     "customer_since", "balance"]) + "\n" + (
-        render.table([[w["reason"], w["points"]] for w in v["welcome"]], ["welcome", "points"])
-        if v["welcome"] else "welcome           - (the phone joined before)"))
+    return transact(env, phones, decide)
 
 
 @command("balance")
@@ -547,10 +557,16 @@ def balance_cmd(ctx, phone):
     bonuscli balance 9161234567
     """
     env = env_of(ctx)
-    phone = phone_arg(phone)
-    view = viewed(rules.balance(load_member(env, phone), env.now))
+    emit(env, op_balance(env, phone), human_balance)
 
-    def human(v):
+
+def op_balance(env, phone):
+    phone = phone_arg(phone)
+    return viewed(rules.balance(load_member(env, phone), env.now))
+
+
+def human_balance(v):
+    if True:
         text = kv(v, ["phone", "region", "status", "available", "held_out", "debt", "next_expiry", "coefficient",
                       "customer_since"])
         if v["pending_in"]:
@@ -560,8 +576,6 @@ def balance_cmd(ctx, phone):
             text += "\n\n" + render.table([[r["code"], r["name"], r["active_until"]] for r in v["active_rewards"]],
                                           ["reward", "name", "active until"])
         return text
-
-    emit(env, view, human)
 
 
 @command("history")
@@ -604,8 +618,12 @@ def leave_cmd(ctx, phone, yes):
     phone = phone_arg(phone)
     if not yes:
         raise BadInput("leaving forfeits every point and cannot be undone; add --yes to confirm", "confirm")
-    view = transact(env, [phone], lambda cat, members, now: rules.leave(cat, members[phone], now))
-    emit(env, view, lambda v: kv(v, ["phone", "status", "forfeited", "left_at"]))
+    emit(env, op_leave(env, phone), lambda v: kv(v, ["phone", "status", "forfeited", "left_at"]))
+
+
+def op_leave(env, phone):
+    phone = phone_arg(phone)
+    return transact(env, [phone], lambda cat, members, now: rules.leave(cat, members[phone], now))
 
 
 @command("path")
@@ -740,19 +758,22 @@ def forecast_cmd(ctx, phone, days, until):
     bonuscli forecast 9161234567 --days 60
     """
     env = env_of(ctx)
-    phone = phone_arg(phone)
     if days is not None and until is not None:
         raise BadInput("give --days or --until, not both", "usage")
     until_d = parse_date(until, "--until") if until else None
-    view = viewed(rules.forecast(load_member(env, phone), env.now, days, until_d))
+    emit(env, op_forecast(env, phone, days, until_d), human_forecast)
 
-    def human(v):
+
+def op_forecast(env, phone, days=None, until=None):
+    return viewed(rules.forecast(load_member(env, phone_arg(phone)), env.now, days, until))
+
+
+def human_forecast(v):
+    if True:
         text = render.table([[l["expires_on"], l["points"]] for l in v["lots"]], ["expires on", "points"])
         text += f"\n\ntotal {v['total']} points expiring up to {v['until']}\n\nnext 12 months:\n"
         text += render.bars([(m["month"], m["points"]) for m in v["months"]])
         return text
-
-    emit(env, view, human)
 
 
 @command("redeem")
@@ -771,6 +792,15 @@ def redeem_cmd(ctx, phone, code, via, price, points):
     bonuscli redeem 9161234567 store_discount --via store --price 1999.90
     """
     env = env_of(ctx)
+    emit(env, op_redeem(env, phone, code, via, price, points), human_redeem)
+
+
+def human_redeem(v):
+    return kv(v, [k for k in ("phone", "code", "name", "points_spent", "balance", "active_until", "voucher",
+                              "price_rub", "discount_rub", "to_pay_rub") if k in v])
+
+
+def op_redeem(env, phone, code, via="web", price=None, points=None):
     phone = phone_arg(phone)
     cat = env.catalog
     if code not in cat.rewards:
@@ -781,10 +811,8 @@ def redeem_cmd(ctx, phone, code, via, price, points):
     price_rub = parse_amount(price, cat.amount_max, "--price") if price is not None else None
     if code != cat.store_discount.reward and (price is not None or points is not None):
         raise BadInput("--price and --points are for the store discount only", "usage")
-    view = transact(env, [phone], lambda cat, members, now: rules.redeem(cat, members[phone], now, code, via,
+    return transact(env, [phone], lambda cat, members, now: rules.redeem(cat, members[phone], now, code, via,
                                                                         price_rub, points))
-    emit(env, view, lambda v: kv(v, [k for k in ("phone", "code", "name", "points_spent", "balance", "active_until",
-                                                  "voucher", "price_rub", "discount_rub", "to_pay_rub") if k in v]))
 
 
 # ---------------------------------------------------------------- gifts
@@ -802,9 +830,13 @@ def gift_cmd(ctx, sender, recipient, points):
     bonuscli gift 9161234567 9167654321 100
     """
     env = env_of(ctx)
+    emit(env, op_gift(env, sender, recipient, points),
+         lambda v: kv(v, ["gift_id", "from", "to", "points", "offered_at", "deadline", "balance"]))
+
+
+def op_gift(env, sender, recipient, points):
     s, r = phone_arg(sender), phone_arg(recipient)
-    view = transact(env, [s, r], lambda cat, members, now: rules.gift(cat, members[s], members[r], now, points))
-    emit(env, view, lambda v: kv(v, ["gift_id", "from", "to", "points", "offered_at", "deadline", "balance"]))
+    return transact(env, [s, r], lambda cat, members, now: rules.gift(cat, members[s], members[r], now, points))
 
 
 @command("accept")
@@ -836,3 +868,103 @@ def accept_cmd(ctx, phone, gift_id, reject):
 
     view = transact(env, [phone, sender], decide)
     emit(env, view, lambda v: kv(v, ["gift_id", "status", "points", "balance"]))
+
+
+# ---------------------------------------------------------------- the operator's channels
+
+
+def _operator(env, phone, text, region, kind):
+    from bonuscli import channels
+
+    cat = env.catalog
+    phone = phone_arg(phone)
+    m = load_member(env, phone)
+    member = rules.status(m, env.now) not in ("none", "left")
+    act = (channels.parse_sms if kind == "sms" else channels.parse_ussd)(cat, text, member)
+    result, error = None, None
+    try:
+        if act.action == "join":
+            if region is None:
+                raise BadInput(f"{phone} is not a member: to join by {kind}, give --region CODE", "usage")
+            result = op_join(env, phone, region, act.args["method"])
+        elif act.action == "balance":
+            result = op_balance(env, phone)
+        elif act.action == "forecast":
+            result = op_forecast(env, phone)
+        elif act.action == "leave":
+            result = op_leave(env, phone)
+        elif act.action == "gift":
+            result = op_gift(env, phone, act.args["to"], act.args["points"])
+        elif act.action == "redeem":
+            result = op_redeem(env, phone, act.args["code"], kind)
+        elif act.action == "not-member":
+            raise rules.not_member(phone).error()
+        elif act.action == "already":
+            raise Refusal(1, "already-member", f"{phone} is already a member").error()
+        else:
+            hint = act.args.get("hint") or (channels.sms_help(cat) if kind == "sms" else
+                                            "dial *111*455*0# for your balance, or a reward's USSD code to order it")
+            raise BadInput(f"unknown {'text' if kind == 'sms' else 'code'} {text!r}: {hint}", "unknown-text")
+    except BonusError as e:
+        error = e
+    line = channels.reply(act.action, result) if error is None else error.message
+    action = act.action if act.action in ("join", "balance", "forecast", "leave", "gift", "redeem") else None
+    if env.as_json:
+        doc = {"reply": line, "action": action, "result": result}
+        if error is not None:
+            doc["error"] = {"code": error.exit_code, "kind": error.kind, "message": error.message}
+        render.emit_json(doc)
+    else:
+        render.out(line)
+    if error is not None:
+        raise error
+
+
+@command("sms")
+@click.argument("phone", shell_complete=complete_phone)
+@click.argument("text", nargs=-1, required=True)
+@click.option("--region", help="Home region, when the text makes a non-member join.", shell_complete=complete_region)
+@click.pass_context
+def sms_cmd(ctx, phone, text, region):
+    """Send TEXT to the short number 4555 and print its one-line reply.
+
+    \b
+    bonuscli sms 9161234567 BAL
+    bonuscli sms 9161234567 "DAR 9167654321 100"
+    """
+    _operator(env_of(ctx), phone, " ".join(text), region, "sms")
+
+
+@command("ussd")
+@click.argument("phone", shell_complete=complete_phone)
+@click.argument("code")
+@click.option("--region", help="Home region, when the code makes a non-member join.", shell_complete=complete_region)
+@click.pass_context
+def ussd_cmd(ctx, phone, code, region):
+    """Dial a USSD CODE and print the one-line answer.
+
+    \b
+    bonuscli ussd 9161234567 '*111*455*0#'
+    """
+    _operator(env_of(ctx), phone, code, region, "ussd")
+
+
+# ---------------------------------------------------------------- completion
+
+
+SHELLS = ("bash", "zsh", "fish")
+
+
+@command("completion")
+@click.argument("shell", type=click.Choice(SHELLS))
+@click.pass_context
+def completion_cmd(ctx, shell):
+    """Print the shell completion script for bash, zsh or fish.
+
+    \b
+    bonuscli completion bash > ~/.local/share/bash-completion/completions/bonuscli
+    """
+    from click.shell_completion import get_completion_class
+
+    cls = get_completion_class(shell)
+    render.out(cls(cli, {}, "bonuscli", "_BONUSCLI_COMPLETE").source())
