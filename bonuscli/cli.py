@@ -968,3 +968,26 @@ def completion_cmd(ctx, shell):
 
     cls = get_completion_class(shell)
     render.out(cls(cli, {}, "bonuscli", "_BONUSCLI_COMPLETE").source())
+
+
+# ---------------------------------------------------------------- rule changes under CI
+
+
+@command("diff")
+@click.argument("old", type=click.Path(dir_okay=False))
+@click.argument("new", type=click.Path(dir_okay=False))
+@click.option("--ledgers", "ledgers", is_flag=True, help="Replay the data directory's members under both catalogs.")
+@click.option("--scenario", "scenario", type=click.Path(dir_okay=False),
+              help="Replay this scenario's members under both catalogs.")
+@click.option("--fail-on", "fail_on", default="", help="Comma-separated change kinds that exit 1 (e.g. price-increase).")
+@click.pass_context
+def diff_cmd(ctx, old, new, ledgers, scenario, fail_on):
+    """What changed between two catalogs, and what it does to members.
+
+    \b
+    bonuscli diff catalog.yaml new-catalog.yaml --ledgers --fail-on price-increase
+    """
+    from bonuscli import diff as diff_mod
+
+    code = diff_mod.run(env_of(ctx), old, new, ledgers, scenario, [k.strip() for k in fail_on.split(",") if k.strip()])
+    ctx.exit(code)
