@@ -234,3 +234,59 @@ EARN = Spec(("phone", "amount", "category", "ref"), ("at",), _earn_parse, _earn_
 
 def earn_batch(env, source: str, dry_run: bool) -> int:
     return run(env, source, EARN, dry_run, "earning")
+
+
+# ---------------------------------------------------------------- refund --from, adjust --from
+
+
+def _refund_parse(env, raw):
+    from bonuscli.model import parse_amount
+
+    ref = (raw.get("ref") or "").strip()
+    if not ref:
+        raise BadInput("ref (the spending's reference) is missing", "bad-row")
+    text = (raw.get("amount") or "").strip()
+    return {"ref": ref, "amount": parse_amount(text, env.catalog.amount_max) if text else None,
+            "refund_ref": (raw.get("refund_ref") or "").strip() or None}
+
+
+def _refund_decide(cat, m, now, args):
+    return rules.refund(cat, m, now, args["ref"], args["amount"], args["refund_ref"])
+
+
+REFUND = Spec(("phone", "ref"), ("amount", "refund_ref", "at"), _refund_parse, _refund_decide)
+
+
+def _adjust_parse(env, raw):
+    from bonuscli.model import parse_date
+
+    text = (raw.get("points") or "").strip()
+    if not text.lstrip("+-").isdigit():
+        raise BadInput(f"points must be a whole number (got {text!r})", "bad-points")
+    reason = (raw.get("reason") or "").strip()
+    if not reason:
+        raise BadInput("reason is missing", "bad-row")
+    exp = (raw.get("expires_on") or "").strip()
+    region = (raw.get("region") or "").strip().upper() or None
+    if region is not None and region not in env.catalog.regions:
+        raise BadInput(f"unknown region '{region}'", "unknown-region")
+    return {"points": int(text), "reason": reason, "ref": (raw.get("ref") or "").strip() or None,
+            "expires_on": parse_date(exp, "expires_on") if exp else None, "region": region}
+
+
+def _adjust_decide(cat, m, now, args):
+    """An adjustment; a member who does not exist yet is joined first when the row gives a region."""
+    if args["region"] and rules.status(m, now) in ("none", "left") and not (args["ref"] and args["ref"] in m.adjusts):
+        joined = rules.join(cat, m, now, {"region": args["region"], "method": "store", "services": ["mobile"]},
+                            welcome=False)
+        if isinstance(joined, Refusal):
+            return joined
+        result = rules.adjust(cat, rules.preview(m, joined), now, args["points"], args["reason"], args["ref"],
+                              args["expires_on"])
+        if isinstance(result, Refusal):
+            return result
+        return rules.Decision(joined.writes + result.writes, result.view)
+    return rules.adjust(cat, m, now, args["points"], args["reason"], args["ref"], args["expires_on"])
+
+
+ADJUST = Spec(("phone", "points", "reason", "ref"), ("expires_on", "region", "at"), _adjust_parse, _adjust_decide)

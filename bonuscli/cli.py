@@ -991,3 +991,133 @@ def diff_cmd(ctx, old, new, ledgers, scenario, fail_on):
 
     code = diff_mod.run(env_of(ctx), old, new, ledgers, scenario, [k.strip() for k in fail_on.split(",") if k.strip()])
     ctx.exit(code)
+
+
+# ---------------------------------------------------------------- corrections and explanations
+
+
+def parse_points(text, what="POINTS") -> int:
+    s = str(text).strip()
+    if not s.lstrip("+-").isdigit() or len(s) > 12:
+        raise BadInput(f"{what} must be a whole number of points (got {text!r})", "bad-points")
+    return int(s)
+
+
+@command("refund")
+@click.argument("phone", required=False, shell_complete=complete_phone)
+@click.argument("ref", required=False)
+@click.option("--amount", help="Refunded RUB (default: all that is left of the spending).")
+@click.option("--ref", "refund_ref", help="This refund's own reference: a repeat changes nothing.")
+@click.option("--from", "from_file", type=click.Path(dir_okay=False, allow_dash=True),
+              help="Batch: CSV (phone,ref,amount,refund_ref[,at]) or JSON lines, - for stdin.")
+@click.option("--explain", is_flag=True, help="Show how the points taken back were computed.")
+@click.pass_context
+def refund_cmd(ctx, phone, ref, amount, refund_ref, from_file, explain):
+    """Take back the points of a refunded spending (recorded with earn --ref REF).
+
+    \b
+    bonuscli refund 9161234567 tx-1001 --amount 200 --ref rf-1
+    """
+    env = env_of(ctx)
+    if from_file is not None:
+        if phone is not None or ref is not None or amount is not None or refund_ref is not None:
+            raise BadInput("--from takes no PHONE, REF, --amount or --ref: they come from the file", "usage")
+        from bonuscli import batch
+
+        ctx.exit(batch.run(env, from_file, batch.REFUND, False, "refunding"))
+    if phone is None or ref is None:
+        raise BadInput("refund needs PHONE and REF (or --from FILE)", "usage")
+    phone = phone_arg(phone)
+    cat = env.catalog
+    value = parse_amount(amount, cat.amount_max, "--amount") if amount is not None else None
+    ref = check_ref(ref)
+    refund_ref = check_ref(refund_ref) if refund_ref is not None else None
+    view = transact(env, [phone], lambda cat, members, now: rules.refund(cat, members[phone], now, ref, value, refund_ref))
+    if explain:
+        view["steps"] = view.get("_steps", [])
+    emit(env, view, lambda v: kv(v, ["phone", "ref", "amount", "points", "points_taken", "debt", "not_recovered",
+                                     "duplicate", "balance"]) + (
+        "\n\n" + "\n".join(f"{s['rule']}: {s['detail']}" for s in v["steps"]) if explain else ""))
+
+
+@command("adjust", context_settings={"ignore_unknown_options": True})
+@click.argument("phone", required=False, shell_complete=complete_phone)
+@click.argument("points", required=False)
+@click.option("--reason", help="Why (kept in the ledger; required).")
+@click.option("--ref", help="Reference: a repeat with the same ref changes nothing.")
+@click.option("--expires-on", help="Expiry date of a credit (default: the normal 12 months).")
+@click.option("--from", "from_file", type=click.Path(dir_okay=False, allow_dash=True),
+              help="Batch: CSV (phone,points,reason,ref[,expires_on,region,at]) or JSON lines, - for stdin.")
+@click.pass_context
+def adjust_cmd(ctx, phone, points, reason, ref, expires_on, from_file):
+    """An operator's credit (+POINTS) or debit (-POINTS), always with a reason.
+
+    \b
+    bonuscli adjust 9161234567 200 --reason "goodwill: outage 2025-03-01" --ref ticket-77
+    bonuscli adjust 9161234567 -50 --reason "duplicate credit"
+    """
+    env = env_of(ctx)
+    if from_file is not None:
+        if phone is not None or points is not None or reason is not None or ref is not None:
+            raise BadInput("--from takes no PHONE, POINTS, --reason or --ref: they come from the file", "usage")
+        from bonuscli import batch
+
+        ctx.exit(batch.run(env, from_file, batch.ADJUST, False, "adjusting"))
+    if phone is None or points is None:
+        raise BadInput("adjust needs PHONE and POINTS (or --from FILE)", "usage")
+    phone = phone_arg(phone)
+    n = parse_points(points)
+    if not reason or not reason.strip():
+        raise BadInput("adjust needs --reason TEXT (kept in the ledger)", "usage")
+    ref = check_ref(ref) if ref is not None else None
+    exp = parse_date(expires_on, "--expires-on") if expires_on is not None else None
+    view = transact(env, [phone], lambda cat, members, now: rules.adjust(cat, members[phone], now, n, reason.strip(),
+                                                                        ref, exp))
+    emit(env, view, lambda v: kv(v, ["phone", "points", "reason", "duplicate", "balance"]))
+
+
+@command("explain")
+@click.argument("phone", shell_complete=complete_phone)
+@click.argument("key", metavar="[REF_OR_EVENT_ID]", required=False)
+@click.pass_context
+def explain_cmd(ctx, phone, key):
+    """Why a number is what it is: one earn, refund or adjustment, or the whole balance as lots.
+
+    \b
+    bonuscli explain 9161234567 tx-1001
+    """
+    env = env_of(ctx)
+    phone = phone_arg(phone)
+    view = viewed(rules.explain(env.catalog, load_member(env, phone), env.now, key))
+    emit(env, view, lambda v: "\n".join(f"{s['rule']}: {s['detail']}" for s in v["steps"]))
+
+
+@command("report")
+@click.option("--region", help="Only members of this home region.", shell_complete=complete_region)
+@click.option("--from", "from_date", help="First date of the monthly figures (YYYY-MM-DD).")
+@click.option("--until", "until_date", help="Last date of the monthly figures (YYYY-MM-DD).")
+@click.option("--jobs", type=click.IntRange(min=1), help="Processes reading ledgers (default: the core count).")
+@click.pass_context
+def report_cmd(ctx, region, from_date, until_date, jobs):
+    """Program-wide figures over the data directory as of --at.
+
+    \b
+    bonuscli report --region RU-MOW --from 2025-01-01 --json
+    """
+    from bonuscli import fleet
+
+    env = env_of(ctx)
+    region = region_opt(env.catalog, region)
+    f = parse_date(from_date, "--from") if from_date else None
+    u = parse_date(until_date, "--until") if until_date else None
+    view = fleet.report(env, region, f, u, jobs)
+
+    def human(v):
+        text = kv(v["members"], list(v["members"])) + f"\n\noutstanding  {v['outstanding']}\ndebt         {v['debt']}"
+        text += "\n\n" + render.table([[m["month"], m["earned"], m["redeemed"], m["expired"], m["gifted"], m["refunded"],
+                                        m["forfeited"]] for m in v["months"]],
+                                      ["month", "earned", "redeemed", "expired", "gifted", "refunded", "forfeited"])
+        text += "\n\nexpiring, next 12 months:\n" + render.bars([(e["month"], e["points"]) for e in v["expiring"]])
+        return text
+
+    emit(env, view, human)

@@ -143,11 +143,12 @@ def formula_step(amount, coef, rpp, points):
 
 
 class Lot:
-    __slots__ = ("id", "credited_at", "expires_on", "points", "reason", "seq")
+    __slots__ = ("id", "credited_at", "expires_on", "points", "reason", "seq", "original")
 
     def __init__(self, id, credited_at, expires_on, points, reason, seq):
         self.id, self.credited_at, self.expires_on = id, credited_at, expires_on
         self.points, self.reason, self.seq = points, reason, seq
+        self.original = points
 
     def key(self):
         return (self.expires_on, self.seq)
@@ -348,7 +349,7 @@ class Member:
         for item in join.get("welcome", ()):
             got = self.credit(at, f"{join['id']}/{item['reason']}", item["points"], item["reason"])
             self.welcomed = True
-            self._row(at, join["id"], "welcome", got, f"{item['reason']} bonus at activation")
+            self._row(at, join["id"], "welcome", got, f"{item['reason']} bonus at activation", earned=item["points"])
 
     def _at_referral(self, at, rec):
         if self.left_at is not None and self.left_at <= at:
@@ -356,7 +357,7 @@ class Member:
             return
         got = self.credit(at, rec["id"], rec["points"], "referral")
         rec["status"] = "credited"
-        self._row(at, rec["id"], "referral", got, f"referral bonus for inviting {rec['invitee']}")
+        self._row(at, rec["id"], "referral", got, f"referral bonus for inviting {rec['invitee']}", earned=rec["points"])
 
     def _at_gift_end(self, at, g):
         status = g["outcome"]
@@ -371,12 +372,15 @@ class Member:
                 self.credit_back(at, g["id"], l["points"], dt.date.fromisoformat(l["expires_on"]))
             self._row(at, g["id"], "gift_return", sum(l["points"] for l in alive),
                       f"gift {g['gift_id']} to {g['to']} {status}; points back with their dates"
-                      + (f", {lost} expired while held" if lost else ""), gift_id=g["gift_id"])
+                      + (f", {lost} expired while held" if lost else ""), gift_id=g["gift_id"], expired=lost)
         elif status == "accepted":
             self.totals["gifted"] += g["points"] - lost
-            self._row(at, g["id"], "gift_accepted", 0, f"gift {g['gift_id']} accepted by {g['to']}", gift_id=g["gift_id"])
+            self._row(at, g["id"], "gift_accepted", 0, f"gift {g['gift_id']} accepted by {g['to']}", gift_id=g["gift_id"],
+                      gifted=g["points"] - lost, expired=lost)
         elif status == "forfeited":
             self.totals["forfeited"] += g["points"] - lost
+            self._row(at, g["id"], "gift_forfeited", 0, f"gift {g['gift_id']} forfeited: its sender left",
+                      gift_id=g["gift_id"], forfeited=g["points"] - lost, expired=lost)
 
     def credit_back(self, at, id, points, expires_on):
         """Points returning to their owner: not new credits, no debt repayment."""
@@ -417,12 +421,49 @@ class Member:
         if e.get("ref") is not None:
             self.earns[e["ref"]] = rec
         self._row(at, e["id"], "earn", got, f"{money(amount)} RUB {e['category']}: {e['points']} points"
-                  + (f" (ref {e['ref']})" if e.get("ref") else ""), ref=e.get("ref"))
+                  + (f" (ref {e['ref']})" if e.get("ref") else ""), ref=e.get("ref"), earned=e["points"])
         for b in e.get("bonuses", ()):
             got = self.credit(at, f"{e['id']}/{b['reason']}", b["points"], b["reason"])
             if b["reason"] == "card_welcome":
                 self.card_welcome_given = True
-            self._row(at, e["id"], b["reason"], got, f"{b['reason']} bonus")
+            self._row(at, e["id"], b["reason"], got, f"{b['reason']} bonus", earned=b["points"])
+
+    def _ev_refund(self, e, at, peers):
+        rec = self.earns.get(e["earn_ref"])
+        taken = self.take(e["points_taken"], first=rec["id"] if rec else None)
+        self.debt += e.get("debt_added", 0)
+        self.totals["refunded"] += e["points_taken"] + e.get("debt_added", 0)
+        amount = Decimal(e["amount"])
+        if rec is not None:
+            rec["refunded_amount"] += amount
+            rec["refunded_points"] += e["points"]
+            day = local_date(self.cat, rec["at"])
+            key = (rec["category"], day.year, day.month)
+            self.month_spend[key] = self.month_spend.get(key, Decimal(0)) - amount
+        view = {"phone": self.phone, "ref": e["earn_ref"], "amount": e["amount"], "points": e["points"],
+                "points_taken": e["points_taken"], "debt": self.debt, "not_recovered": e.get("not_recovered", 0),
+                "refund_ref": e.get("ref"), "taken": taken}
+        if e.get("ref") is not None:
+            self.refunds[e["ref"]] = view
+        self._row(at, e["id"], "refund", -e["points_taken"],
+                  f"refund of {e['amount']} RUB on {e['earn_ref']}: {e['points']} points back"
+                  + (f", {e['debt_added']} as debt" if e.get("debt_added") else ""), ref=e.get("ref"),
+                  refunded=e["points_taken"] + e.get("debt_added", 0))
+
+    def _ev_adjust(self, e, at, peers):
+        n = e["points"]
+        if n > 0:
+            exp = dt.date.fromisoformat(e["expires_on"]) if e.get("expires_on") else None
+            got = self.credit(at, e["id"], n, "adjust", exp)
+            taken = []
+        else:
+            taken = self.take(-n)
+            self.totals["debited"] += -n
+            got = n
+        view = {"phone": self.phone, "points": n, "reason": e["reason"], "ref": e.get("ref"), "taken": taken}
+        if e.get("ref") is not None:
+            self.adjusts[e["ref"]] = view
+        self._row(at, e["id"], "adjust", got, f"adjustment {n:+d}: {e['reason']}", ref=e.get("ref"))
 
     def _ev_redeem(self, e, at, peers):
         self.take(e["points"])
@@ -538,6 +579,18 @@ def replay(cat: Catalog, phone: str, events, now: dt.datetime, peers=None) -> Me
         m.apply(e, at, peers)
     m.advance(now)
     return m
+
+
+def preview(m: Member, decision: Decision) -> Member:
+    """The member as it would be after a decision's own events (for a decision that builds on another)."""
+    events = list(m._own)
+    at = m.now
+    for phone, evs in decision.writes:
+        if phone == m.phone:
+            for i, e in enumerate(evs):
+                events.append(dict(e, v=1, id=f"{m.phone}.preview{i}"))
+                at = max(at, from_iso(e["at"]))
+    return replay(m.cat, m.phone, events, at, {})
 
 
 def extend(m: Member, event: dict) -> None:
@@ -658,7 +711,7 @@ def forecast(m: Member, now, days=None, until=None) -> Decision | Refusal:
 # ---------------------------------------------------------------- join
 
 
-def join(cat: Catalog, m: Member, now, req: dict, inviter: Member | None = None) -> Decision | Refusal:
+def join(cat: Catalog, m: Member, now, req: dict, inviter: Member | None = None, welcome=True) -> Decision | Refusal:
     """req: region, method, services, email, birth_date, customer_since, referrer (normalised)."""
     bad = in_order(m, now)
     if bad:
@@ -675,8 +728,8 @@ def join(cat: Catalog, m: Member, now, req: dict, inviter: Member | None = None)
                        f"({', '.join(services)} alone does not qualify)")
     since = req.get("customer_since") or local_date(cat, now)
     active_from = activation_instant(cat, req["method"], now)
-    welcome = []
-    if not m.joins:
+    welcome, first = [], welcome
+    if first and not m.joins:
         b = cat.bonuses
         welcome.append({"reason": "welcome", "points": b.welcome})
         if req["method"] == "web":
@@ -780,6 +833,8 @@ def earn(cat: Catalog, m: Member, now, amount: Decimal, category: str, ref=None,
     event = {"type": "earn", "at": iso(now), "amount": money(amount), "category": category, "points": points,
              "coefficient": decimal_text(coef), "rub_per_point": rpp, "bonuses": bonuses,
              "expires_on": expiry_date(cat, now).isoformat()}
+    if cat.categories[category].tiered:
+        event["card_last_month"] = money(last_month)
     if ref is not None:
         event["ref"] = ref
     repay = min(m.debt, points + sum(x["points"] for x in bonuses))
@@ -1010,3 +1065,168 @@ def seals(cat: Catalog, m: Member, now) -> list:
                 ev["credit_at"] = iso(rec["credit_at"])
             out.append(ev)
     return out
+
+
+# ---------------------------------------------------------------- corrections
+
+
+def refund(cat: Catalog, m: Member, now, ref: str, amount=None, refund_ref=None) -> Decision | Refusal:
+    """Take back the points of the earn recorded with `ref` (RULES.md §3, Refunds)."""
+    if m.join is None:
+        return not_member(m.phone)
+    if refund_ref is not None and refund_ref in m.refunds:
+        view = dict(m.refunds[refund_ref], duplicate=True, balance=m.available(), debt=m.debt)
+        return Decision((), view)
+    bad = in_order(m, now)
+    if bad:
+        return bad
+    rec = m.earns.get(ref)
+    if rec is None:
+        return Refusal(1, "unknown-ref", f"{m.phone} has no earn with reference {ref!r}")
+    remaining = rec["amount"] - rec["refunded_amount"]
+    if remaining <= 0:
+        return Refusal(1, "already-refunded", f"the spending {ref} ({money(rec['amount'])} RUB) is already refunded in full")
+    if amount is None:
+        amount = remaining
+    if amount > remaining:
+        return Refusal(1, "refund-too-large", f"only {money(remaining)} RUB of {ref} ({money(rec['amount'])} RUB) is left "
+                       f"to refund; {money(amount)} asked")
+    p, total = rec["points"], rec["amount"]
+    if rec["refunded_amount"] + amount == total:
+        points = p - rec["refunded_points"]
+        rule = f"the last part: whatever is left of {p} points"
+    else:
+        points = int((Decimal(p) * amount) // total)
+        rule = f"floor({p} x {money(amount)} / {money(total)})"
+    have = m.available()
+    taken = min(points, have)
+    short = points - taken
+    debt_added = short if cat.allow_debt else 0
+    event = {"type": "refund", "at": iso(now), "earn_ref": ref, "amount": money(amount), "points": points,
+             "points_taken": taken, "debt_added": debt_added}
+    if not cat.allow_debt and short:
+        event["not_recovered"] = short
+    if refund_ref is not None:
+        event["ref"] = refund_ref
+    steps = [{"rule": "refund", "detail": f"{money(amount)} RUB of a {money(total)} RUB spending that earned {p} points: "
+              f"{rule} = {points}", "points": points},
+             {"rule": "take", "detail": f"{taken} from available points (the spending's own lot first, then oldest expiry)"
+              + (f"; {short} missing -> {'debt' if cat.allow_debt else 'not recovered (debt is off)'}" if short else ""),
+              "points_taken": taken, "missing": short}]
+    view = {"phone": m.phone, "ref": ref, "amount": money(amount), "points": points, "points_taken": taken,
+            "debt": m.debt + debt_added, "duplicate": False, "balance": have - taken, "refund_ref": refund_ref,
+            "not_recovered": 0 if cat.allow_debt else short, "_steps": steps}
+    return Decision(((m.phone, (event,)),), view)
+
+
+def adjust(cat: Catalog, m: Member, now, points: int, reason: str, ref=None, expires_on=None) -> Decision | Refusal:
+    """An operator's credit (points > 0) or debit (points < 0), always with a reason."""
+    if m.join is None or status(m, now) == "left":
+        return not_member(m.phone)
+    if ref is not None and ref in m.adjusts:
+        view = dict(m.adjusts[ref], duplicate=True, balance=m.available())
+        return Decision((), view)
+    bad = in_order(m, now)
+    if bad:
+        return bad
+    if points == 0:
+        return Refusal(2, "bad-points", "an adjustment must credit or debit at least 1 point")
+    if expires_on is not None and points < 0:
+        return Refusal(2, "usage", "--expires-on goes with a credit (positive POINTS) only")
+    if expires_on is not None and expires_on <= local_date(cat, now):
+        return Refusal(2, "bad-date", f"--expires-on {expires_on} is not after today ({local_date(cat, now)})")
+    have = m.available()
+    if points < 0 and have < -points:
+        return Refusal(1, "insufficient-points", f"{m.phone} has {have} points; cannot debit {-points} "
+                       f"({-points - have} more than available)")
+    event = {"type": "adjust", "at": iso(now), "points": points, "reason": reason}
+    if ref is not None:
+        event["ref"] = ref
+    if points > 0:
+        event["expires_on"] = (expires_on or expiry_date(cat, now)).isoformat()
+    repay = min(m.debt, points) if points > 0 else 0
+    view = {"phone": m.phone, "points": points, "reason": reason, "ref": ref, "duplicate": False,
+            "balance": have + points - repay, "expires_on": event.get("expires_on")}
+    return Decision(((m.phone, (event,)),), view)
+
+
+# ---------------------------------------------------------------- explain
+
+
+def whole_months(since: dt.date, on: dt.date) -> int:
+    n = (on.year - since.year) * 12 + on.month - since.month
+    while n > 0 and add_months(since, n) > on:
+        n -= 1
+    return max(n, 0)
+
+
+def explain(cat: Catalog, m: Member, now, key=None) -> Decision | Refusal:
+    """Why a number is what it is: an earn / refund / adjust by ref or id, or the balance as lots."""
+    if m.join is None:
+        return not_member(m.phone)
+    if key is None:
+        lots = [{"lot": l.id, "reason": l.reason, "credited_at": iso(l.credited_at), "credited": l.original,
+                 "available": l.points, "expires_on": l.expires_on.isoformat()} for l in m.lots]
+        steps = [{"rule": "totals", "detail": ", ".join(f"{k} {v}" for k, v in m.totals.items()), **m.totals},
+                 {"rule": "held", "detail": f"{m.held_out()} points held in gifts not yet settled", "held": m.held_out()},
+                 {"rule": "debt", "detail": f"{m.debt} points owed (repaid by the next credits)", "debt": m.debt}]
+        for l in lots:
+            steps.append({"rule": "lot", "detail": f"{l['lot']}: {l['reason']} of {l['credited']} credited "
+                          f"{l['credited_at'][:10]}, {l['available']} available, expires on {l['expires_on']}", **l})
+        result = {"phone": m.phone, "available": m.available(), "held_out": m.held_out(), "debt": m.debt, "lots": lots}
+        return Decision((), {"steps": steps, "result": result})
+    event = None
+    for e in m._own:
+        if e["id"] == key or (e.get("ref") == key and e["type"] in ("earn", "refund", "adjust")):
+            event = e
+            if e["type"] == "earn":
+                break
+    if event is None:
+        return Refusal(1, "unknown-ref", f"{m.phone} has no event with id or reference {key!r}")
+    at = from_iso(event["at"])
+    t = event["type"]
+    if t == "earn":
+        amount = Decimal(event["amount"])
+        category = event["category"]
+        join = None
+        for e in m.joins:
+            if from_iso(e["at"]) <= at:
+                join = e
+        since = dt.date.fromisoformat(join["customer_since"]) if join else local_date(cat, at)
+        on = local_date(cat, at)
+        steps = [{"rule": "category", "detail": f"{money(amount)} RUB in {category}", "amount": money(amount),
+                  "category": category}]
+        c = cat.categories.get(category)
+        if c is not None and c.tiered:
+            last = Decimal(event.get("card_last_month", "0"))
+            steps.append({"rule": "card-tier", "detail": f"previous calendar month's {category} payments "
+                          f"{money(last)} RUB -> {event['rub_per_point']} RUB per point",
+                          "last_month": money(last), "rub_per_point": event["rub_per_point"]})
+        else:
+            steps.append({"rule": "rate", "detail": f"{category}: {event['rub_per_point']} RUB per point",
+                          "rub_per_point": event["rub_per_point"]})
+        if c is not None and c.tenure:
+            months = whole_months(since, on)
+            steps.append({"rule": "tenure", "detail": f"customer since {since}, {months} whole months on {on} -> "
+                          f"coefficient {event['coefficient']}", "customer_since": since.isoformat(),
+                          "months": months, "coefficient": event["coefficient"]})
+        else:
+            steps.append({"rule": "tenure", "detail": f"{category} does not use the tenure coefficient -> 1.0",
+                          "coefficient": "1.0"})
+        coef = Decimal(event["coefficient"])
+        steps.append(formula_step(amount, coef, event["rub_per_point"], event["points"]))
+        steps.append({"rule": "lot", "detail": f"lot {event['id']}: {event['points']} points, expires on "
+                      f"{event['expires_on']}", "lot": event["id"], "expires_on": event["expires_on"]})
+        for b in event.get("bonuses", ()):
+            steps.append({"rule": b["reason"], "detail": f"{b['reason']}: +{b['points']} points (once)",
+                          "points": b["points"]})
+        result = {"id": event["id"], "type": "earn", "points": event["points"], "ref": event.get("ref")}
+        return Decision((), {"steps": steps, "result": result})
+    if t in ("refund", "adjust"):
+        rows = [r for r in m.register if r["id"] == event["id"]]
+        steps = [{"rule": t, "detail": rows[0]["detail"] if rows else t}]
+        result = {"id": event["id"], "type": t, "points": event.get("points"), "ref": event.get("ref")}
+        return Decision((), {"steps": steps, "result": result})
+    rows = [r for r in m.register if r["id"] == event["id"]]
+    return Decision((), {"steps": [{"rule": t, "detail": r["detail"]} for r in rows] or [{"rule": t, "detail": t}],
+                         "result": {"id": event["id"], "type": t}})
