@@ -56,6 +56,13 @@ def check_dir(env) -> list:
 
 def check_ledger(cat, phone, led, ledgers, now) -> list:
     out = []
+    try:
+        with open(led.path, "rb") as f:
+            data = f.read()
+        for n, message in ledger_mod.verify_chain(led.path, data):
+            out.append(_problem(led.path, n, message))
+    except OSError as e:
+        out.append(_problem(led.path, 0, f"cannot read: {e.strerror or e}"))
     if led.torn is not None:
         out.append(_problem(led.path, led.torn.line, "unfinished last line (an interrupted write); "
                             "the next change to this member seals it"))

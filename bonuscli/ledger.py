@@ -33,6 +33,50 @@ class LedgerRead(NamedTuple):
     events: tuple  # dicts, oldest first, repair events included
     torn: Optional[Torn]
     size: int
+    tail: bytes = b""  # the last line's bytes (the torn text when torn): what the next `prev` hashes
+    pretail: Optional[bytes] = None  # when torn: the last complete line, which the repair links to
+
+
+def line_hash(raw: bytes) -> str:
+    """The hash chain's link: 128 bits of SHA-256 over a line's bytes (without its newline)."""
+    import hashlib
+
+    return hashlib.sha256(raw).hexdigest()[:32]
+
+
+def verify_chain(path: Path, data: bytes) -> list:
+    """(line, message) for every line whose `prev` does not match the line before it.
+
+    Lines of schema 1 carry no link and are not checked; a torn last line is not a problem here.
+    """
+    out = []
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    elif lines:
+        lines.pop()
+    prev_raw = None
+    for n, raw in enumerate(lines, start=1):
+        try:
+            event = json.loads(raw)
+        except ValueError:
+            prev_raw = raw
+            continue
+        if isinstance(event, dict) and event.get("type") == "repair" and "torn_prev" in event:
+            line = event.get("line")
+            if isinstance(line, int) and 1 <= line < n:
+                before = lines[line - 2] if line >= 2 else None
+                if event["torn_prev"] != (line_hash(before) if before is not None else ""):
+                    out.append((line - 1 if line > 1 else line, "hash chain broken: this line was edited, deleted "
+                                "or reordered (the repair at line %d recorded it differently)" % n))
+        if isinstance(event, dict) and isinstance(event.get("v"), int) and event["v"] >= 2:
+            want = line_hash(prev_raw) if prev_raw is not None else ""
+            if event.get("prev") != want:
+                what = "the first line" if prev_raw is None and event.get("prev") else f"line {n - 1}"
+                out.append((n, f"hash chain broken: this line does not follow {what} as written "
+                               "(a line above was edited, deleted or reordered)"))
+        prev_raw = raw
+    return out
 
 
 def _corrupt(path: Path, line: int, why: str) -> FilesError:
@@ -52,6 +96,8 @@ def parse(path: Path, data: bytes) -> LedgerRead:
     elif lines:
         torn_text = lines.pop()
         torn = Torn(len(lines) + 1, len(data) - len(torn_text))
+    if torn is None:
+        torn_text = b""
     parsed, bad, repaired = [], [], set()
     for n, raw in enumerate(lines, start=1):
         try:
@@ -80,7 +126,9 @@ def parse(path: Path, data: bytes) -> LedgerRead:
                 "ledger-newer",
             )
         events.append(event)
-    return LedgerRead(path, tuple(events), torn, len(data))
+    tail = torn_text if torn is not None else (lines[-1] if lines else b"")
+    pretail = (lines[-1] if lines else None) if torn is not None else None
+    return LedgerRead(path, tuple(events), torn, len(data), tail, pretail)
 
 
 def read(path: Path) -> LedgerRead:
@@ -180,6 +228,7 @@ class Store:
         """
         path = self.path(phone)
         chunks = []
+        prev = ledger.tail if ledger.size else None
         if ledger.torn is not None:
             chunks.append(b"\n")
             repair = {
@@ -190,10 +239,11 @@ class Store:
                 "line": ledger.torn.line,
                 "offset": ledger.torn.offset,
                 "note": "an interrupted write left this line unfinished; readers skip it",
+                "torn_prev": line_hash(ledger.pretail) if ledger.pretail is not None else "",
             }
-            chunks.append(encode(repair))
+            prev = _link(chunks, repair, prev)
         for event in events:
-            chunks.append(encode(event))
+            prev = _link(chunks, event, prev)
         data = b"".join(chunks)
         new = not path.exists()
         try:
@@ -231,6 +281,14 @@ class Store:
                 pass
         if fault:
             fault("after-fsync", phone)
+
+
+def _link(chunks: list, event: dict, prev_raw) -> bytes:
+    """Encode an event chained to the line before it; returns its own bytes."""
+    event = dict(event, prev=line_hash(prev_raw) if prev_raw is not None else "")
+    raw = encode(event)
+    chunks.append(raw)
+    return raw[:-1]
 
 
 def encode(event: dict) -> bytes:

@@ -11,7 +11,7 @@ import re
 from decimal import Decimal, InvalidOperation
 from typing import NamedTuple, Optional
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: each line carries `prev`, the hash of the line before it
 ONE = Decimal(1)
 CENT = Decimal("0.01")
 
