@@ -100,9 +100,29 @@ def _convert(node, budget, depth=0):
     return constructor.construct_object(node)
 
 
+def too_deep(text: str) -> bool:
+    """Refuse nesting before a parser recurses into it (libyaml would crash, not raise)."""
+    import re
+
+    depth = top = 0
+    for m in re.finditer(r"[\[\]{}]", text):
+        depth = depth + 1 if m.group() in "[{" else max(depth - 1, 0)
+        top = max(top, depth)
+        if top > MAX_DEPTH:
+            return True
+    for line in text.splitlines():
+        stripped = line.lstrip(" -")
+        if len(line) - len(stripped) > 4 * MAX_DEPTH:
+            return True
+    return False
+
+
 def parse_yaml(text: str, path: str):
     """(document, problems): the document as LDict/LList trees, or problems."""
     import yaml
+
+    if too_deep(text):
+        return None, [Problem(path, 1, f"refused: nested more than {MAX_DEPTH} levels deep")]
 
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
@@ -592,6 +612,10 @@ def problems(doc, path: str):
     """Run every check in order; return (Catalog or None, [Problem, ...])."""
     c = _Checker(path)
     out: dict = {}
+    if doc is None:
+        return None, [Problem(path, 1, "the catalog is empty")]
+    if not isinstance(doc, dict):
+        return None, [Problem(path, getattr(doc, "line", 1), "catalog must be a mapping")]
     for _name, check in CATALOG_CHECKS:
         try:
             check(c, doc, out)
@@ -656,7 +680,9 @@ def load(path: Path, shown: str, cache_dir: Path | None = None) -> Catalog:
         raise err
     if cached is not None:
         try:
-            cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            from bonuscli.paths import make_private_dir
+
+            make_private_dir(cache_dir)
             tmp = cached.with_suffix(f".{os.getpid()}.tmp")
             with open(tmp, "wb") as f:
                 pickle.dump(cat, f, protocol=pickle.HIGHEST_PROTOCOL)

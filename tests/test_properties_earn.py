@@ -38,7 +38,10 @@ INELIGIBLE = ["tariff_package", "topup_voucher", "loan_repayment", "utilities", 
 
 amounts = st.integers(min_value=1, max_value=100_000_000).map(lambda c: Decimal(c) / 100)
 months = st.integers(min_value=0, max_value=400)
-card_totals = st.integers(min_value=0, max_value=10_000_000).map(lambda c: Decimal(c) / 100)
+card_totals = st.one_of(
+    st.sampled_from(["0", "14999.99", "15000", "15000.00", "15000.01", "29999.99", "30000", "30000.01"]).map(Decimal),
+    st.integers(min_value=0, max_value=10_000_000).map(lambda c: Decimal(c) / 100),
+)
 
 
 def coef_for_months(n: int) -> Fraction:

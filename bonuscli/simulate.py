@@ -1,0 +1,215 @@
+"""Replay the requests recorded in ledgers under another catalog, in memory.
+
+Owns: turning stored events back into the requests that made them (join, earn,
+redeem, gift, accept/reject, leave), and a `World` that re-decides those
+requests in global time order with the rules functions, the way the CLI would
+(`cli.transact`: replay the members involved, decide, append the decision's
+events after the members' seals), but on lists in memory. Nothing here reads or
+writes a file. Used by `diff --ledgers` / `diff --scenario`.
+Imports model and rules.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from typing import NamedTuple, Optional
+
+from bonuscli import rules
+from bonuscli.model import SCHEMA_VERSION, Catalog, Refusal, from_iso
+
+# event types that are a request's own authoritative record; the rest
+# (gift_in, gift_settle, referral, referral_settle, repair, gift_reject by
+# leaving) are consequences that re-deciding the request writes again.
+REQUEST_TYPES = ("join", "earn", "redeem", "gift_out", "gift_accept", "gift_reject", "leave")
+
+
+class Request(NamedTuple):
+    at: dt.datetime
+    phone: str
+    command: str  # join | earn | redeem | gift | accept | leave
+    args: dict
+    source: str  # the ledger event id it was read from
+
+    def describe(self) -> str:
+        a = self.args
+        if self.command == "join":
+            return f"join {self.phone} --region {a['region']} --method {a['method']}"
+        if self.command == "earn":
+            return f"earn {self.phone} {a['amount']} --category {a['category']}" + (f" --ref {a['ref']}" if a.get("ref") else "")
+        if self.command == "redeem":
+            text = f"redeem {self.phone} {a['code']} --via {a['channel']}"
+            if a.get("price_rub") is not None:
+                text += f" --price {a['price_rub']} --points {a['points']}"
+            return text
+        if self.command == "gift":
+            return f"gift {self.phone} {a['to']} {a['points']}"
+        if self.command == "accept":
+            return f"accept {self.phone} {a['gift_id']}" + (" --reject" if a.get("reject") else "")
+        return f"leave {self.phone} --yes"
+
+
+def requests_of(ledgers: dict) -> list:
+    """Every request recorded in `ledgers` (phone -> events), oldest first.
+
+    Ties (the same instant) keep the order of the phones, then of the lines.
+    A `gift_out` whose `gift_in` was never written (an offer cut short by a
+    crash) was never made and is left out.
+    """
+    made = {e["gift_id"] for evs in ledgers.values() for e in evs if e.get("type") == "gift_in"}
+    out = []
+    for phone in sorted(ledgers):
+        for n, e in enumerate(ledgers[phone]):
+            t = e.get("type")
+            if t not in REQUEST_TYPES:
+                continue
+            at = from_iso(e["at"])
+            if t == "join":
+                args = {"region": e["region"], "method": e["method"], "services": list(e.get("services") or ["mobile"]),
+                        "customer_since": e.get("customer_since"), "email": e.get("email"),
+                        "birth_date": e.get("birth_date"), "referrer": e.get("referrer")}
+                out.append(((at, phone, n), Request(at, phone, "join", args, e["id"])))
+            elif t == "earn":
+                args = {"amount": e["amount"], "category": e["category"], "ref": e.get("ref")}
+                out.append(((at, phone, n), Request(at, phone, "earn", args, e["id"])))
+            elif t == "redeem":
+                args = {"code": e["code"], "channel": e.get("channel", "web"), "price_rub": e.get("price_rub"),
+                        "points": e["points"] if e.get("price_rub") is not None else None}
+                out.append(((at, phone, n), Request(at, phone, "redeem", args, e["id"])))
+            elif t == "gift_out":
+                if e["gift_id"] not in made:
+                    continue
+                args = {"to": e["to"], "points": e["points"], "gift_id": e["gift_id"]}
+                out.append(((at, phone, n), Request(at, phone, "gift", args, e["id"])))
+            elif t in ("gift_accept", "gift_reject"):
+                if t == "gift_reject" and e.get("reason") == "left":
+                    continue  # written by `leave`, which is replayed itself
+                args = {"gift_id": e["gift_id"], "from": e["from"], "reject": t == "gift_reject"}
+                out.append(((at, phone, n), Request(at, phone, "accept", args, e["id"])))
+            elif t == "leave":
+                out.append(((at, phone, n), Request(at, phone, "leave", {}, e["id"])))
+    out.sort(key=lambda x: x[0])
+    return [r for _, r in out]
+
+
+class Outcome(NamedTuple):
+    request: Request
+    ok: bool
+    kind: Optional[str]  # the refusal's kind, None when done
+    message: Optional[str]
+    view: Optional[dict]
+
+
+class World:
+    """Ledgers in memory, changed only by re-decided requests."""
+
+    def __init__(self, cat: Catalog):
+        self.cat = cat
+        self.ledgers: dict = {}  # phone -> [stamped events]
+        self.gift_ids: dict = {}  # gift id as recorded -> gift id in this world
+        self.outcomes: list = []
+
+    # -- the CLI's transact, in memory
+    def member(self, phone: str, now):
+        events = self.ledgers.get(phone, [])
+        peers = {p: self.ledgers.get(p, []) for p in rules.peers_needed(events, now)}
+        return rules.replay(self.cat, phone, events, now, peers)
+
+    def _write(self, result, members, now):
+        for phone, events in result.writes:
+            m = members.get(phone)
+            led = self.ledgers.setdefault(phone, [])
+            evs = (rules.seals(self.cat, m, now) if m is not None else []) + list(events)
+            for e in evs:
+                rest = {k: v for k, v in e.items() if k not in ("type", "at")}
+                led.append({"v": SCHEMA_VERSION, "id": f"{phone}.{len(led) + 1}", "type": e["type"], "at": e["at"],
+                            **rest})
+
+    def _transact(self, phones, now, decide):
+        members = {p: self.member(p, now) for p in dict.fromkeys(phones)}
+        result = decide(members)
+        if isinstance(result, Refusal):
+            return result
+        self._write(result, members, now)
+        return result
+
+    # -- one request
+    def apply(self, req: Request) -> Outcome:
+        try:
+            result = self._decide(req)
+        except (KeyError, ValueError, TypeError) as e:  # a request this catalog cannot even express
+            result = Refusal(2, "cannot-replay", f"{type(e).__name__}: {e}")
+        if isinstance(result, Refusal):
+            out = Outcome(req, False, result.kind, result.message, None)
+        else:
+            out = Outcome(req, True, None, None, result.view)
+        self.outcomes.append(out)
+        return out
+
+    def _decide(self, req: Request):
+        cat, now, phone, a = self.cat, req.at, req.phone, req.args
+        if req.command == "join":
+            region = a["region"]
+            if region not in cat.regions:
+                return Refusal(2, "unknown-region", f"region {region} is not in this catalog")
+            if a["method"] not in cat.methods:
+                return Refusal(2, "unknown-method", f"join method {a['method']} is not in this catalog")
+            known = cat.services_eligible + cat.services_ineligible
+            for s in a["services"]:
+                if s not in known:
+                    return Refusal(2, "unknown-service", f"service {s} is not in this catalog")
+            req_d = {"region": region, "method": a["method"], "services": list(a["services"])}
+            if a.get("email"):
+                req_d["email"] = a["email"]
+            if a.get("birth_date"):
+                req_d["birth_date"] = dt.date.fromisoformat(a["birth_date"])
+            if a.get("customer_since"):
+                req_d["customer_since"] = dt.date.fromisoformat(a["customer_since"])
+            phones = [phone]
+            if a.get("referrer"):
+                req_d["referrer"] = a["referrer"]
+                if a["referrer"] != phone:
+                    phones.append(a["referrer"])
+            return self._transact(phones, now, lambda ms: rules.join(cat, ms[phone], now, req_d,
+                                                                     ms.get(req_d.get("referrer"))))
+        if req.command == "earn":
+            amount = Decimal(a["amount"])
+            if amount > cat.amount_max:
+                return Refusal(2, "bad-amount", f"amount {a['amount']} is above this catalog's {cat.amount_max}")
+            return self._transact([phone], now, lambda ms: rules.earn(cat, ms[phone], now, amount, a["category"],
+                                                                      a.get("ref")))
+        if req.command == "redeem":
+            price = Decimal(a["price_rub"]) if a.get("price_rub") is not None else None
+            return self._transact([phone], now, lambda ms: rules.redeem(cat, ms[phone], now, a["code"], a["channel"],
+                                                                        price, a.get("points")))
+        if req.command == "gift":
+            to = a["to"]
+            result = self._transact([phone, to], now, lambda ms: rules.gift(cat, ms[phone], ms[to], now, a["points"]))
+            if not isinstance(result, Refusal):
+                self.gift_ids[a["gift_id"]] = result.view["gift_id"]
+            return result
+        if req.command == "accept":
+            gid = self.gift_ids.get(a["gift_id"])
+            if gid is None:
+                return Refusal(1, "gift-not-found", f"gift {a['gift_id']} was never offered under this catalog")
+            sender = a["from"]
+            return self._transact([phone, sender], now, lambda ms: rules.accept(cat, ms[phone], ms[sender], now, gid,
+                                                                                a.get("reject", False)))
+        if req.command == "leave":
+            return self._transact([phone], now, lambda ms: rules.leave(cat, ms[phone], now))
+        raise ValueError(f"unknown request {req.command}")
+
+    def run(self, requests, until=None) -> "World":
+        for req in requests:
+            if until is not None and req.at > until:
+                break
+            self.apply(req)
+        return self
+
+    # -- results
+    def figures(self, phone: str, now) -> dict:
+        """available / earned / spent of one member as of `now`."""
+        events = self.ledgers.get(phone, [])
+        m = rules.replay(self.cat, phone, events, now, self.ledgers)
+        return {"available": m.available(), "earned": m.totals["credited"], "spent": m.totals["spent"],
+                "expired": m.totals["expired"], "forfeited": m.totals["forfeited"]}
