@@ -684,7 +684,9 @@ def load(path: Path, shown: str, cache_dir: Path | None = None) -> Catalog:
 
             make_private_dir(cache_dir)
             tmp = cached.with_suffix(f".{os.getpid()}.tmp")
-            with open(tmp, "wb") as f:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            os.fchmod(fd, 0o600)
+            with os.fdopen(fd, "wb") as f:
                 pickle.dump(cat, f, protocol=pickle.HIGHEST_PROTOCOL)
             os.replace(tmp, cached)
         except OSError:

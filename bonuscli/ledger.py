@@ -198,6 +198,8 @@ class Store:
             for phone in sorted(set(phones)):
                 fd = os.open(paths.lock_path(self.root, phone), os.O_RDWR | os.O_CREAT, 0o600)
                 fds.append(fd)
+                if os.fstat(fd).st_mode & 0o777 != 0o600:
+                    os.fchmod(fd, 0o600)
                 deadline = time.monotonic() + self.lock_timeout
                 delay = 0.002
                 while True:
