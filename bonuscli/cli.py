@@ -113,8 +113,10 @@ def env_of(ctx: click.Context) -> Env:
     root = ctx.find_root()
     if "env" not in root.meta:
         g = root.meta.setdefault("globals", {})
-        root.meta["env"] = Env(g.get("data_dir"), g.get("catalog"), g.get("at"), g.get("json", False),
-                               g.get("debug", False))
+        root.meta["env"] = env = Env(g.get("data_dir"), g.get("catalog"), g.get("at"), g.get("json", False),
+                                     g.get("debug", False))
+        if env.at_text:
+            env.now  # a malformed --at / BONUSCLI_NOW is bad input for every command
     return root.meta["env"]
 
 
@@ -174,6 +176,9 @@ class BonusGroup(click.Group):
             render.error(BadInput(e.format_message(), "usage"), as_json)
             code = e.exit_code
         except BonusError as e:
+            if "--explain" in args and e.steps and not as_json:
+                for step in e.steps:
+                    render.warn(f"{step['rule']}: {step['detail']}")
             render.error(e, as_json)
             code = e.exit_code
         except BrokenPipeError:
@@ -478,6 +483,7 @@ def check_cmd(ctx, ledgers, scenario, files):
 
 
 @command("join")
+@click.option("--explain", is_flag=True, help="On a refusal, show the rule and the numbers that refused it.")
 @click.argument("phone", shell_complete=complete_phone)
 @click.option("--region", required=True, help="Home region code (ISO 3166-2:RU, e.g. RU-MOW).",
               shell_complete=complete_region)
@@ -488,7 +494,7 @@ def check_cmd(ctx, ledgers, scenario, files):
 @click.option("--referrer", help="Phone of the member who invited this one.", shell_complete=complete_phone)
 @click.option("--services", default=None, help="Comma-separated services (default mobile).")
 @click.pass_context
-def join_cmd(ctx, phone, region, method, email, birth_date, customer_since, referrer, services):
+def join_cmd(ctx, phone, region, method, email, birth_date, customer_since, referrer, services, explain):
     """Join the program; welcome points are credited at activation.
 
     \b
@@ -662,10 +668,11 @@ def earn_human(v):
               shell_complete=complete_category)
 @click.option("--ref", help="Transaction id: a repeat with the same ref changes nothing.")
 @click.option("--dry-run", is_flag=True, help="Compute without writing.")
+@click.option("--explain", is_flag=True, help="Show each rule applied (also on a refusal).")
 @click.option("--from", "from_file", type=click.Path(dir_okay=False, allow_dash=True),
               help="Batch: a CSV (phone,amount,category,ref[,at]) or JSON-lines file, - for stdin.")
 @click.pass_context
-def earn_cmd(ctx, phone, amount, category, ref, dry_run, from_file):
+def earn_cmd(ctx, phone, amount, category, ref, dry_run, explain, from_file):
     """Record a spending and credit its points (or a whole batch with --from).
 
     \b
@@ -694,7 +701,10 @@ def earn_cmd(ctx, phone, amount, category, ref, dry_run, from_file):
         view = viewed(rules.earn(cat, load_member(env, phone), env.now, value, category, ref, dry_run=True))
     else:
         view = transact(env, [phone], lambda cat, members, now: rules.earn(cat, members[phone], now, value, category, ref))
-    emit(env, view, earn_human)
+    if explain:
+        view["steps"] = view.get("_steps", [])
+    emit(env, view, lambda v: earn_human(v) + (
+        "\n\n" + "\n".join(f"{s['rule']}: {s['detail']}" for s in v["steps"]) if explain else ""))
 
 
 def parse_total(text, what):
@@ -777,6 +787,7 @@ def human_forecast(v):
 
 
 @command("redeem")
+@click.option("--explain", is_flag=True, help="On a refusal, show the rule and the numbers that refused it.")
 @click.argument("phone", shell_complete=complete_phone)
 @click.argument("code", shell_complete=complete_reward)
 @click.option("--via", "via", default="web", show_default=True, help="Channel: web, app, sms, ussd, store.",
@@ -784,7 +795,7 @@ def human_forecast(v):
 @click.option("--price", "price", help="Store discount: the item's price in RUB.")
 @click.option("--points", "points", type=int, help="Store discount: points to use (default: as many as allowed).")
 @click.pass_context
-def redeem_cmd(ctx, phone, code, via, price, points):
+def redeem_cmd(ctx, phone, code, via, price, points, explain):
     """Order a reward, paying its price for the member's region in points.
 
     \b
@@ -819,11 +830,12 @@ def op_redeem(env, phone, code, via="web", price=None, points=None):
 
 
 @command("gift")
+@click.option("--explain", is_flag=True, help="On a refusal, show the rule and the numbers that refused it.")
 @click.argument("sender", metavar="FROM", shell_complete=complete_phone)
 @click.argument("recipient", metavar="TO", shell_complete=complete_phone)
 @click.argument("points", type=int)
 @click.pass_context
-def gift_cmd(ctx, sender, recipient, points):
+def gift_cmd(ctx, sender, recipient, points, explain):
     """Offer points to another member of the same region; they have 30 days to accept.
 
     \b

@@ -814,7 +814,9 @@ def earn(cat: Catalog, m: Member, now, amount: Decimal, category: str, ref=None,
     if bad:
         return bad
     if category in cat.ineligible:
-        return Refusal(1, "not-eligible", f"{category} does not earn points: {cat.ineligible[category]}")
+        return Refusal(1, "not-eligible", f"{category} does not earn points: {cat.ineligible[category]}",
+                       ({"rule": "ineligible", "detail": f"{category} is listed under earning.ineligible",
+                         "category": category},))
     today = local_date(cat, now)
     last_month = m.month_spend.get((category,) + prev_month(today.year, today.month), Decimal(0))
     since = dt.date.fromisoformat(m.join["customer_since"])
@@ -855,7 +857,9 @@ def calc(cat: Catalog, amount: Decimal, category: str, months=None, since=None, 
     if category not in cat.categories and category not in cat.ineligible:
         return Refusal(2, "unknown-category", f"unknown category '{category}' (earning: {', '.join(cat.categories)})")
     if category in cat.ineligible:
-        return Refusal(1, "not-eligible", f"{category} does not earn points: {cat.ineligible[category]}")
+        return Refusal(1, "not-eligible", f"{category} does not earn points: {cat.ineligible[category]}",
+                       ({"rule": "ineligible", "detail": f"{category} is listed under earning.ineligible",
+                         "category": category},))
     if months is None and since is None:
         months = 0
     coef, rpp, steps = rate(cat, category, since=since, on=on, months=months, card_last_month=card_last_month)
@@ -899,7 +903,9 @@ def redeem(cat: Catalog, m: Member, now, code: str, channel: str = "web", price_
         return bad
     if channel not in reward.channels:
         return Refusal(1, "channel-not-allowed",
-                       f"{code} cannot be ordered via {channel}; it can be ordered via {', '.join(reward.channels)}")
+                       f"{code} cannot be ordered via {channel}; it can be ordered via {', '.join(reward.channels)}",
+                       ({"rule": "channels", "detail": f"{code} allows {', '.join(reward.channels)}; asked via {channel}",
+                         "channels": list(reward.channels), "channel": channel},))
     sd = cat.store_discount
     rc = cat.reward_categories.get(reward.category)
     scoped = [(lim, code, 1) for lim in reward.limits] + [(lim, f"category {reward.category}", 2) for lim in (rc.limits if rc else ())]
@@ -909,7 +915,9 @@ def redeem(cat: Catalog, m: Member, now, code: str, channel: str = "web", price_
         if count >= lim.max:
             return Refusal(1, "limit-reached",
                            f"limit reached: {scope} may be ordered {lim.max} time{'s' if lim.max != 1 else ''} "
-                           f"{PER_WORDS[lim.per] if lim.per == 'ever' else 'per ' + PER_WORDS[lim.per][2:]}")
+                           f"{PER_WORDS[lim.per] if lim.per == 'ever' else 'per ' + PER_WORDS[lim.per][2:]}",
+                           ({"rule": "limit", "detail": f"{scope}: {count} ordered {PER_WORDS[lim.per] if lim.per == 'ever' else 'this ' + lim.per}, "
+                             f"at most {lim.max}", "per": lim.per, "max": lim.max, "count": count},))
     have = m.available()
     event = {"type": "redeem", "at": iso(now), "code": code, "name": reward.name, "category": reward.category,
              "channel": channel, "region": m.join["region"]}
@@ -940,8 +948,12 @@ def redeem(cat: Catalog, m: Member, now, code: str, channel: str = "web", price_
         return Decision(((m.phone, (event,)),), view)
     price = cat.price_for(reward, m.join["region"])
     if have < price:
+        where = "its price for the region" if m.join["region"] in reward.region_prices else "the default price"
         return Refusal(1, "insufficient-points",
-                       f"{code} costs {price} points in {m.join['region']}; {m.phone} has {have}, {price - have} more needed")
+                       f"{code} costs {price} points in {m.join['region']}; {m.phone} has {have}, {price - have} more needed",
+                       ({"rule": "price", "detail": f"{code} in {m.join['region']}: {price} points ({where})", "price": price},
+                        {"rule": "available", "detail": f"{m.phone} has {have} points available", "available": have},
+                        {"rule": "missing", "detail": f"{price - have} points missing", "missing": price - have}))
     until = now + dt.timedelta(days=reward.validity_days)
     event.update(points=price, active_until=iso(until))
     view.update(points_spent=price, balance=have - price, active_until=iso(until))
@@ -976,11 +988,15 @@ def gift(cat: Catalog, s: Member, r: Member, now, points: int) -> Decision | Ref
     made = [x for x in s.gifts_out.values() if x["status"] != "cancelled"]
     today = local_date(cat, now)
     if sum(1 for x in made if local_date(cat, x["offered_at"]) == today) >= g.per_day:
-        return Refusal(1, "limit-reached", f"limit reached: at most {g.per_day} gift{'s' if g.per_day != 1 else ''} a calendar day")
+        return Refusal(1, "limit-reached", f"limit reached: at most {g.per_day} gift{'s' if g.per_day != 1 else ''} a calendar day",
+                       ({"rule": "gifts.per_day", "detail": f"offers made today: {g.per_day} or more, at most {g.per_day}",
+                         "max": g.per_day},))
     month = sum(x["points"] for x in made if _same_period(cat, x["offered_at"], now, "month"))
     if month + points > g.per_month_points:
         return Refusal(1, "limit-reached", f"limit reached: at most {g.per_month_points} points a calendar month in gifts; "
-                       f"{month} offered this month, {max(g.per_month_points - month, 0)} left")
+                       f"{month} offered this month, {max(g.per_month_points - month, 0)} left",
+                       ({"rule": "gifts.per_month_points", "detail": f"{month} offered this month + {points} > "
+                         f"{g.per_month_points}", "offered": month, "points": points, "max": g.per_month_points},))
     have = s.available()
     if have < points:
         return Refusal(1, "insufficient-points", f"{s.phone} has {have} points; {points - have} more needed")

@@ -578,16 +578,42 @@ def test_deeply_nested_yaml_refused(run, tmp_path, deep):
     assert_check_fails(run, p, [f"{p}:1: refused: nested more than 64 levels deep"])
 
 
-def test_very_deeply_nested_yaml_refused_not_crashed(sub, tmp_path):
-    # 50,000 levels is a ~100-200 KB file, far under the 4 MiB limit: it must be refused
-    # like any other nesting, not crash the process (run in a subprocess: a crash here
-    # would otherwise take pytest down with it).
-    n = 50_000
-    deep = "[" * n + "]" * n
-    p, _ = edited(tmp_path, "limits: [{per: ever, max: 1}]", f"limits: {deep}")
+DEEP = 50_000
+
+
+@pytest.mark.parametrize("shape", [
+    "flow-sequences", "flow-mappings", "block-sequences", "complex-keys", "sequence-of-complex-keys",
+])
+def test_very_deeply_nested_yaml_refused_not_crashed(sub, tmp_path, shape):
+    # 50,000 levels is a 100-200 KB file, far under the 4 MiB limit: it must be refused
+    # like any other nesting, not crash the process (libyaml recurses in C). Run in a
+    # subprocess: a crash here would otherwise take pytest down with it.
+    n = DEEP
+    tail = {
+        "flow-sequences": "  x: " + "[" * n + "]" * n,
+        "flow-mappings": "  x: " + "{a: " * n + "1" + "}" * n,
+        "block-sequences": "  " + "- " * n + "x",
+        "complex-keys": "  " + "? " * n + "x",
+        "sequence-of-complex-keys": "  " + "- ? " * n + "x",
+    }[shape]
+    p = tmp_path / "deep.yaml"
+    p.write_text(SRC + "lol:\n" + tail + "\n", encoding="utf-8")
     r = sub(["check", "--catalog", p], timeout=60)
-    assert r.returncode == 3, (r.returncode, r.stderr[-500:])
+    assert r.returncode == 3, (shape, r.returncode, r.stderr[-500:])
     assert r.stderr.splitlines() == [f"{p}:1: refused: nested more than 64 levels deep", summary(p, 1)]
+
+
+def test_brackets_in_strings_and_comments_are_not_nesting(run, tmp_path):
+    # A valid catalog: 70 brackets inside a quoted name and in a comment nest nothing.
+    name = "30 minutes " + "[" * 70 + " to MTS numbers"
+    text = SRC.replace("    name: 30 minutes to MTS numbers\n", f'    name: "{name}"\n', 1)
+    text = text.replace("  # --- calls ---\n", "  # --- calls " + "{" * 70 + "\n", 1)
+    assert text.count("[" * 70) == 1 and text.count("{" * 70) == 1
+    p = tmp_path / "brackets.yaml"
+    p.write_text(text, encoding="utf-8")
+    r = run("check", "--catalog", p)
+    assert (r.exit_code, r.stdout, r.stderr) == (0, "", "")
+    assert run.j("catalog", "minutes_30", "--catalog", p)["name"] == name
 
 
 def test_oversized_file_refused(run, tmp_path):

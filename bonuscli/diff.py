@@ -1,0 +1,323 @@
+"""`bonuscli diff OLD NEW`: what changed between two catalogs, and what the
+change does to members (docs/ci.md).
+
+Owns: the list of changes (`{kind, what, old, new}`, kinds in KINDS), the
+impact of replaying the same requests under both catalogs (simulate.World, in
+memory: the data directory is only read), `--fail-on`, and the report.
+Imports model, render, catalog, ledger, simulate; scenario lazily.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+from bonuscli import render
+from bonuscli.model import BadInput, Catalog, FilesError, Refused, decimal_text, iso, money, parse_when
+
+# every kind of change, in the order they are listed
+KINDS = (
+    "reward-added", "reward-removed", "price-increase", "price-decrease", "rate-change", "tier-change",
+    "tenure-change", "limit-change", "bonus-change", "channel-change", "validity-change", "reward-change",
+    "category-added", "category-removed", "eligibility-change", "activation-change", "gift-change",
+    "expiry-change", "closing-change", "region-added", "region-removed", "region-change", "refund-change",
+    "program-change",
+)
+
+
+def _change(kind, what, old, new):
+    return {"kind": kind, "what": what, "old": old, "new": new}
+
+
+def _limits(limits) -> list:
+    return [{"per": l.per, "max": l.max} for l in limits]
+
+
+def _tenure(steps) -> list:
+    return [{"up_to_months": None if s.up_to is None else int(s.up_to), "coefficient": decimal_text(s.value)}
+            for s in steps]
+
+
+def _tiers(steps) -> list:
+    return [{"up_to_rub": None if s.up_to is None else money(s.up_to), "rub_per_point": int(s.value)} for s in steps]
+
+
+def _activation(a) -> str:
+    if a.working_days:
+        return f"{a.working_days} working days"
+    return f"{a.hours} hours"
+
+
+def _price(what, old, new, out):
+    if old == new or old is None or new is None:
+        return
+    out.append(_change("price-increase" if new > old else "price-decrease", what, old, new))
+
+
+def changes(old: Catalog, new: Catalog) -> list:
+    """Every difference between two catalogs, as {kind, what, old, new}."""
+    out: list = []
+    add = lambda kind, what, a, b: out.append(_change(kind, what, a, b)) if a != b else None  # noqa: E731
+
+    # program
+    add("program-change", "program.name", old.name, new.name)
+    add("program-change", "program.timezone", old.timezone, new.timezone)
+    add("program-change", "program.short_number", old.short_number, new.short_number)
+    add("closing-change", "program.closing_date", old.closing_date and old.closing_date.isoformat(),
+        new.closing_date and new.closing_date.isoformat())
+    add("expiry-change", "program.points_validity_months", old.validity_months, new.validity_months)
+    add("limit-change", "program.amount_max", money(old.amount_max), money(new.amount_max))
+
+    # regions
+    for code in old.regions:
+        if code not in new.regions:
+            out.append(_change("region-removed", code, old.regions[code], None))
+        elif old.regions[code] != new.regions[code]:
+            out.append(_change("region-change", code, old.regions[code], new.regions[code]))
+    for code in new.regions:
+        if code not in old.regions:
+            out.append(_change("region-added", code, None, new.regions[code]))
+
+    # who may join, and how fast they activate
+    add("eligibility-change", "services.eligible", list(old.services_eligible), list(new.services_eligible))
+    add("eligibility-change", "services.ineligible", list(old.services_ineligible), list(new.services_ineligible))
+    add("eligibility-change", "services.default", list(old.services_default), list(new.services_default))
+    for name in dict.fromkeys(list(old.methods) + list(new.methods)):
+        a = _activation(old.methods[name]) if name in old.methods else None
+        b = _activation(new.methods[name]) if name in new.methods else None
+        add("activation-change", f"join_methods.{name}", a, b)
+
+    # bonuses
+    ob, nb = old.bonuses, new.bonuses
+    for field in ("welcome", "web_form", "web_profile", "referral", "card_welcome"):
+        add("bonus-change", f"bonuses.{field}", getattr(ob, field), getattr(nb, field))
+    add("bonus-change", "bonuses.card_welcome.threshold_rub", money(ob.card_welcome_threshold),
+        money(nb.card_welcome_threshold))
+    add("bonus-change", "bonuses.card_welcome.category", ob.card_welcome_category, nb.card_welcome_category)
+
+    # earning
+    for code, c in old.categories.items():
+        n = new.categories.get(code)
+        if n is None:
+            out.append(_change("category-removed", code, c.rub_per_point if not c.tiered else "tiered", None))
+            continue
+        add("rate-change", code, c.rub_per_point if not c.tiered else "tiered",
+            n.rub_per_point if not n.tiered else "tiered")
+        add("rate-change", f"{code}.tenure", c.tenure, n.tenure)
+    for code, n in new.categories.items():
+        if code not in old.categories:
+            out.append(_change("category-added", code, None, n.rub_per_point if not n.tiered else "tiered"))
+    for code in dict.fromkeys(list(old.ineligible) + list(new.ineligible)):
+        a, b = code in old.ineligible, code in new.ineligible
+        if a != b:
+            out.append(_change("eligibility-change", f"earning.{code}", "not eligible" if a else None,
+                               "not eligible" if b else None))
+    add("tenure-change", "earning.tenure", _tenure(old.tenure), _tenure(new.tenure))
+    add("tier-change", "earning.card_tiers", _tiers(old.card_tiers), _tiers(new.card_tiers))
+
+    # gifts
+    og, ng = old.gifts, new.gifts
+    add("gift-change", "gifts.same_region", og.same_region, ng.same_region)
+    add("limit-change", "gifts.min_points", og.min_points, ng.min_points)
+    add("limit-change", "gifts.per_day", og.per_day, ng.per_day)
+    add("limit-change", "gifts.per_month_points", og.per_month_points, ng.per_month_points)
+    add("gift-change", "gifts.accept_days", og.accept_days, ng.accept_days)
+
+    add("refund-change", "refunds.allow_debt", old.allow_debt, new.allow_debt)
+
+    # the store discount: more points per rouble is a higher price
+    os_, ns = old.store_discount, new.store_discount
+    add("reward-change", "store_discount.reward", os_.reward, ns.reward)
+    _price("store_discount.points_per_rub", os_.points_per_rub, ns.points_per_rub, out)
+    add("limit-change", "store_discount.max_share", decimal_text(os_.max_share), decimal_text(ns.max_share))
+
+    add("channel-change", "channels", list(old.channels), list(new.channels))
+
+    # reward categories and their limits
+    for code in dict.fromkeys(list(old.reward_categories) + list(new.reward_categories)):
+        a, b = old.reward_categories.get(code), new.reward_categories.get(code)
+        if a is None or b is None:
+            add("reward-change", f"category:{code}", a and a.name, b and b.name)
+            if (a and a.limits) or (b and b.limits):
+                add("limit-change", f"category:{code}", _limits(a.limits) if a else [], _limits(b.limits) if b else [])
+            continue
+        add("reward-change", f"category:{code}.name", a.name, b.name)
+        add("limit-change", f"category:{code}", _limits(a.limits), _limits(b.limits))
+
+    # rewards
+    for code, r in old.rewards.items():
+        n = new.rewards.get(code)
+        if n is None:
+            out.append(_change("reward-removed", code, r.price, None))
+            continue
+        _price(code, r.price, n.price, out)
+        for region in sorted(set(r.region_prices) | set(n.region_prices)):
+            _price(f"{code}@{region}", old.price_for(r, region), new.price_for(n, region), out)
+        add("validity-change", code, r.validity_days, n.validity_days)
+        add("channel-change", code, list(r.channels), list(n.channels))
+        add("limit-change", code, _limits(r.limits), _limits(n.limits))
+        for field in ("name", "category", "ussd", "sms", "issues_code"):
+            add("reward-change", f"{code}.{field}", getattr(r, field), getattr(n, field))
+    for code, n in new.rewards.items():
+        if code not in old.rewards:
+            out.append(_change("reward-added", code, None, n.price))
+    return out
+
+
+# ---------------------------------------------------------------- impact
+
+
+def impact(old: Catalog, new: Catalog, ledgers: dict, now: dt.datetime) -> dict:
+    """Replay the requests recorded in `ledgers` (phone -> events) under both catalogs."""
+    from bonuscli import simulate
+
+    requests = simulate.requests_of(ledgers)
+    wo = simulate.World(old).run(requests, until=now)
+    wn = simulate.World(new).run(requests, until=now)
+    members = []
+    total = dict(available_old=0, available_new=0, earned_old=0, earned_new=0, spent_old=0, spent_new=0)
+    for phone in sorted(ledgers):
+        fo, fn = wo.figures(phone, now), wn.figures(phone, now)
+        row = {"phone": phone, "available_old": fo["available"], "available_new": fn["available"],
+               "change": fn["available"] - fo["available"], "earned_old": fo["earned"], "earned_new": fn["earned"],
+               "spent_old": fo["spent"], "spent_new": fn["spent"]}
+        members.append(row)
+        for k in total:
+            total[k] += row[k]
+    total["change"] = total["available_new"] - total["available_old"]
+    total["members"] = len(members)
+    outcome_changes, unaffordable = [], []
+    for a, b in zip(wo.outcomes, wn.outcomes):
+        if a.ok == b.ok and a.kind == b.kind:
+            continue
+        req = a.request
+        outcome_changes.append({"phone": req.phone, "at": iso(req.at), "command": req.command,
+                                "request": req.describe(), "old": "ok" if a.ok else a.kind,
+                                "new": "ok" if b.ok else b.kind, "message": b.message or a.message})
+        if req.command == "redeem" and a.ok and b.kind == "insufficient-points":
+            unaffordable.append({"phone": req.phone, "at": iso(req.at), "code": req.args["code"],
+                                 "points_old": a.view["points_spent"], "message": b.message})
+    return {"as_of": iso(now), "members": members, "total": total, "no_longer_affordable": unaffordable,
+            "outcome_changes": outcome_changes, "requests": len(requests)}
+
+
+def read_ledgers(data_dir: Path) -> dict:
+    from bonuscli import ledger as ledger_mod
+
+    store = ledger_mod.Store(data_dir)
+    out = {}
+    for phone in store.phones():
+        led = store.read(phone)
+        msg = ledger_mod.torn_warning(led)
+        if msg:
+            render.warn(msg)
+        out[phone] = [e for e in led.events if e.get("type") != "repair"]
+    return out
+
+
+def scenario_ledgers(path: str, catalog_path: Path):
+    """Run a scenario's steps (expectations not checked) under `catalog_path`; (ledgers, last step's at)."""
+    import tempfile
+
+    from bonuscli import scenario as scenario_mod
+
+    sc, problems = scenario_mod.load(path)
+    if sc is None:
+        for p in problems:
+            render.warn(str(p))
+        raise FilesError(f"invalid scenario file {path} (see the file:line lines above)", "scenario-invalid")
+    with tempfile.TemporaryDirectory(prefix="bonuscli-diff-") as tmp:
+        work = Path(tmp)
+        sc = sc._replace(catalog=None)  # the scenario runs under OLD, whatever it names
+        catalog, problems = scenario_mod.catalog_for(sc, catalog_path, work)
+        if catalog is None:
+            for p in problems:
+                render.warn(str(p))
+            raise FilesError(f"cannot run scenario {path} (see the file:line lines above)", "scenario-invalid")
+        scenario_mod.play(sc, catalog, work / "data", check=False)
+        ledgers = read_ledgers(work / "data")
+    last = sc.steps[-1].at if sc.steps else None
+    return ledgers, last
+
+
+# ---------------------------------------------------------------- the command
+
+
+def load_catalog(path: str) -> Catalog:
+    from bonuscli import catalog as catalog_mod
+
+    cat, probs = catalog_mod.validate(Path(path).expanduser(), path)
+    if probs:
+        for p in probs:
+            render.warn(str(p))
+        raise FilesError(f"invalid catalog {path}: {len(probs)} problem{'s' if len(probs) != 1 else ''} "
+                         "(see the file:line lines above)", "catalog-invalid")
+    return cat
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, list):
+        if value and isinstance(value[0], dict):
+            return "; ".join(", ".join(f"{k} {render.show(v)}" for k, v in d.items()) for d in value) or "-"
+        return ", ".join(map(str, value)) or "-"
+    return render.show(value)
+
+
+def human(doc) -> str:
+    rows = [[c["kind"], c["what"], _cell(c["old"]), _cell(c["new"])] for c in doc["changes"]]
+    text = "no changes" if not rows else render.table(rows, ["kind", "what", "old", "new"])
+    imp = doc.get("impact")
+    if imp is not None:
+        t = imp["total"]
+        text += f"\n\nimpact as of {imp['as_of']} ({t['members']} member{'s' if t['members'] != 1 else ''}, " \
+                f"{imp['requests']} requests replayed)\n"
+        mrows = [[m["phone"], m["available_old"], m["available_new"], f"{m['change']:+d}", m["earned_old"],
+                  m["earned_new"]] for m in imp["members"]]
+        mrows.append(["total", t["available_old"], t["available_new"], f"{t['change']:+d}", t["earned_old"],
+                      t["earned_new"]])
+        text += render.table([[str(c) for c in r] for r in mrows],
+                             ["phone", "available old", "available new", "change", "earned old", "earned new"])
+        if imp["no_longer_affordable"]:
+            text += "\n\nno longer affordable:\n" + render.table(
+                [[u["phone"], u["at"], u["code"], str(u["points_old"])] for u in imp["no_longer_affordable"]],
+                ["phone", "at", "reward", "points under old"])
+        others = [o for o in imp["outcome_changes"]
+                  if not (o["command"] == "redeem" and o["new"] == "insufficient-points" and o["old"] == "ok")]
+        if others:
+            text += "\n\ndecided differently:\n" + render.table(
+                [[o["at"], o["request"], o["old"], o["new"]] for o in others], ["at", "request", "old", "new"])
+    return text
+
+
+def run(env, old_path: str, new_path: str, ledgers: bool, scenario_path, fail_on) -> int:
+    unknown = [k for k in fail_on if k not in KINDS]
+    if unknown:
+        raise BadInput(f"--fail-on: unknown change kind {', '.join(unknown)} (kinds: {', '.join(KINDS)})", "usage")
+    if ledgers and scenario_path:
+        raise BadInput("give --ledgers or --scenario FILE, not both", "usage")
+    old = load_catalog(old_path)
+    new = load_catalog(new_path)
+    doc = {"old": old_path, "new": new_path, "changes": changes(old, new)}
+    if ledgers or scenario_path:
+        if scenario_path:
+            members, last = scenario_ledgers(scenario_path, Path(old_path).expanduser())
+            at_text = env.at_text or last
+        else:
+            members = read_ledgers(env.data_dir)
+            at_text = env.at_text
+        now = parse_when(at_text, old.tz) if at_text else dt.datetime.now(old.tz).replace(microsecond=0)
+        doc["impact"] = impact(old, new, members, now)
+    found = [k for k in fail_on if any(c["kind"] == k for c in doc["changes"])]
+    doc["failed_on"] = found
+    if env.as_json:
+        render.emit_json(doc)
+    else:
+        render.out(human(doc))
+    if found:
+        n = sum(1 for c in doc["changes"] if c["kind"] in found)
+        render.error(Refused(f"{n} change{'s' if n != 1 else ''} of a kind named in --fail-on: {', '.join(found)}",
+                             "fail-on"), env.as_json)
+        return 1
+    return 0
