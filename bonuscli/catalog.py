@@ -101,19 +101,27 @@ def _convert(node, budget, depth=0):
 
 
 def too_deep(text: str) -> bool:
-    """Refuse nesting before a parser recurses into it (libyaml would crash, not raise)."""
-    import re
+    """Refuse nesting before the composer recurses into it (in C it would crash, not raise).
 
-    depth = top = 0
-    for m in re.finditer(r"[\[\]{}]", text):
-        depth = depth + 1 if m.group() in "[{" else max(depth - 1, 0)
-        top = max(top, depth)
-        if top > MAX_DEPTH:
-            return True
-    for line in text.splitlines():
-        stripped = line.lstrip(" -")
-        if len(line) - len(stripped) > 4 * MAX_DEPTH:
-            return True
+    Counts the scanner's start/end tokens; the scanners of PyYAML and libyaml do not recurse.
+    """
+    import yaml
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    opens = (yaml.BlockMappingStartToken, yaml.BlockSequenceStartToken, yaml.FlowMappingStartToken,
+             yaml.FlowSequenceStartToken)
+    closes = (yaml.BlockEndToken, yaml.FlowMappingEndToken, yaml.FlowSequenceEndToken)
+    depth = 0
+    try:
+        for token in yaml.scan(text, Loader=loader):
+            if isinstance(token, opens):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    return True
+            elif isinstance(token, closes):
+                depth -= 1
+    except yaml.YAMLError:
+        return False  # the parser reports it with its line
     return False
 
 

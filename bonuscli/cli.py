@@ -1,38 +1,54 @@
 """The command line: parse, load the catalog, read ledgers, let the rules decide,
 append, render. The only reader of the clock, the environment and argv; the
-one error handler of the program. Imports every other module.
+one error handler of the program. Imports every other module, lazily: a
+command imports only what it uses, so `--version` costs little more than Click.
 """
 
 from __future__ import annotations
 
-import datetime as dt
+import importlib
 import os
 import sys
-from pathlib import Path
 
 import click
 
 from bonuscli import __version__
-from bonuscli import ledger as ledger_mod
-from bonuscli import paths, render, rules
-from bonuscli.model import (
-    SCHEMA_VERSION,
-    BadInput,
-    BonusError,
-    FilesError,
-    Refusal,
-    iso,
-    normalize_phone,
-    parse_amount,
-    parse_date,
-    parse_when,
-)
+
+
+class _Lazy:
+    """A module imported on first attribute access."""
+
+    def __init__(self, name):
+        self.__dict__["_name"] = name
+
+    def __getattr__(self, attr):
+        module = importlib.import_module(self.__dict__["_name"])
+        return getattr(module, attr)
+
+
+rules = _Lazy("bonuscli.rules")
+ledger_mod = _Lazy("bonuscli.ledger")
+paths = _Lazy("bonuscli.paths")
+render = _Lazy("bonuscli.render")
+model = _Lazy("bonuscli.model")
 
 ENV_DATA = "BONUSCLI_DATA_DIR"
 ENV_CATALOG = "BONUSCLI_CATALOG"
 ENV_NOW = "BONUSCLI_NOW"
 ENV_FAULT = "BONUSCLI_FAULT"  # tests only: "PHASE[:N]" kills the process at the Nth PHASE
 ENV_LOCK_TIMEOUT = "BONUSCLI_LOCK_TIMEOUT"
+
+
+def _path(*args):
+    from pathlib import Path
+
+    return Path(*args)
+
+
+def _datetime():
+    import datetime
+
+    return datetime.datetime
 
 
 # ---------------------------------------------------------------- environment
@@ -61,7 +77,7 @@ class Env:
     def catalog_path(self) -> Path:
         from bonuscli import catalog as catalog_mod
 
-        return Path(self.catalog_text).expanduser() if self.catalog_text else catalog_mod.default_path()
+        return _path(self.catalog_text).expanduser() if self.catalog_text else catalog_mod.default_path()
 
     @property
     def catalog(self):
@@ -71,22 +87,22 @@ class Env:
             shown = self.catalog_text or str(self.catalog_path)
             try:
                 self._catalog = catalog_mod.load(self.catalog_path, shown, paths.cache_dir(self.data_dir))
-            except FilesError as e:
+            except model.FilesError as e:
                 probs = getattr(e, "problems", None)
                 if probs:
                     more = f" (and {len(probs) - 1} more; run `bonuscli check`)" if len(probs) > 1 else ""
-                    raise FilesError(f"invalid catalog: {probs[0]}{more}", "catalog-invalid")
+                    raise model.FilesError(f"invalid catalog: {probs[0]}{more}", "catalog-invalid")
                 raise
         return self._catalog
 
     @property
-    def now(self) -> dt.datetime:
+    def now(self):
         if self._now is None:
             tz = self.catalog.tz
             if self.at_text:
-                self._now = parse_when(self.at_text, tz)
+                self._now = model.parse_when(self.at_text, tz)
             else:
-                self._now = dt.datetime.now(tz).replace(microsecond=0)
+                self._now = _datetime().now(tz).replace(microsecond=0)
         return self._now
 
     @property
@@ -115,8 +131,10 @@ def env_of(ctx: click.Context) -> Env:
         g = root.meta.setdefault("globals", {})
         root.meta["env"] = env = Env(g.get("data_dir"), g.get("catalog"), g.get("at"), g.get("json", False),
                                      g.get("debug", False))
-        if env.at_text:
-            env.now  # a malformed --at / BONUSCLI_NOW is bad input for every command
+        if env.at_text:  # a malformed --at / BONUSCLI_NOW is bad input for every command
+            import datetime
+
+            model.parse_when(env.at_text, datetime.timezone.utc)
     return root.meta["env"]
 
 
@@ -167,15 +185,15 @@ class BonusGroup(click.Group):
             msg = e.format_message()
             if e.ctx is not None:
                 msg += f" (see `{e.ctx.command_path} --help`)"
-            render.error(BadInput(msg, "usage"), as_json)
+            render.error(model.BadInput(msg, "usage"), as_json)
             code = 2
         except click.Abort:
-            render.error(BonusError("interrupted", "interrupted"), as_json)
+            render.error(model.BonusError("interrupted", "interrupted"), as_json)
             code = 130
         except click.ClickException as e:
-            render.error(BadInput(e.format_message(), "usage"), as_json)
+            render.error(model.BadInput(e.format_message(), "usage"), as_json)
             code = e.exit_code
-        except BonusError as e:
+        except model.BonusError as e:
             if "--explain" in args and e.steps and not as_json:
                 for step in e.steps:
                     render.warn(f"{step['rule']}: {step['detail']}")
@@ -188,12 +206,12 @@ class BonusGroup(click.Group):
         except OSError as e:
             if debug:
                 raise
-            render.error(FilesError(f"{e.strerror or e}: {e.filename or ''}".rstrip(": "), "disk"), as_json)
+            render.error(model.FilesError(f"{e.strerror or e}: {e.filename or ''}".rstrip(": "), "disk"), as_json)
             code = 3
         except Exception as e:  # the promise: never a traceback
             if debug:
                 raise
-            render.error(BonusError(f"internal error ({type(e).__name__}: {e}); run again with --debug "
+            render.error(model.BonusError(f"internal error ({type(e).__name__}: {e}); run again with --debug "
                                     "and report it", "internal"), as_json)
             code = 3
         if standalone_mode:
@@ -231,12 +249,12 @@ def command(*args, **kw):
 
 
 def phone_arg(value: str) -> str:
-    return normalize_phone(value)
+    return model.normalize_phone(value)
 
 
 def decided(result):
-    """The Decision, or the Refusal raised as the error it is."""
-    if isinstance(result, Refusal):
+    """The Decision, or the model.Refusal raised as the error it is."""
+    if isinstance(result, model.Refusal):
         raise result.error()
     return result
 
@@ -271,7 +289,7 @@ def stamp(phone: str, count: int, events) -> list:
     out = []
     for i, e in enumerate(events, start=1):
         rest = {k: v for k, v in e.items() if k not in ("type", "at")}
-        out.append({"v": SCHEMA_VERSION, "id": f"{phone}.{count + i}", "type": e["type"], "at": e["at"], **rest})
+        out.append({"v": model.SCHEMA_VERSION, "id": f"{phone}.{count + i}", "type": e["type"], "at": e["at"], **rest})
     return out
 
 
@@ -354,7 +372,7 @@ def region_opt(cat, value):
         return None
     code = value.strip().upper()
     if code not in cat.regions:
-        raise BadInput(f"unknown region '{value}' (e.g. RU-MOW, RU-SPE, RU-BRY; see `bonuscli catalog --help`)",
+        raise model.BadInput(f"unknown region '{value}' (e.g. RU-MOW, RU-SPE, RU-BRY; see `bonuscli catalog --help`)",
                        "unknown-region")
     return code
 
@@ -398,17 +416,17 @@ def catalog_cmd(ctx, code, region, category, search, max_price, channel):
     if code is not None:
         r = cat.rewards.get(code)
         if r is None:
-            raise BadInput(f"unknown reward '{code}'; `bonuscli catalog` lists the codes", "unknown-reward")
+            raise model.BadInput(f"unknown reward '{code}'; `bonuscli catalog` lists the codes", "unknown-reward")
         doc = reward_json(cat, r, region)
         if region:
             doc["region"] = region
         emit(env, doc, lambda d: kv(d, [k for k in d]))
         return
     if category is not None and category not in cat.reward_categories:
-        raise BadInput(f"unknown reward category '{category}' (categories: {', '.join(cat.reward_categories)})",
+        raise model.BadInput(f"unknown reward category '{category}' (categories: {', '.join(cat.reward_categories)})",
                        "unknown-category")
     if channel is not None and channel not in cat.channels:
-        raise BadInput(f"unknown channel '{channel}' (channels: {', '.join(cat.channels)})", "unknown-channel")
+        raise model.BadInput(f"unknown channel '{channel}' (channels: {', '.join(cat.channels)})", "unknown-channel")
     rows = []
     for r in cat.rewards.values():
         doc = reward_json(cat, r, region)
@@ -444,10 +462,10 @@ def check_cmd(ctx, ledgers, scenario, files):
     """
     env = env_of(ctx)
     if files and not scenario:
-        raise BadInput("FILES are scenario files: use `check --scenario FILE...`", "usage")
+        raise model.BadInput("FILES are scenario files: use `check --scenario FILE...`", "usage")
     if scenario:
         if not files:
-            raise BadInput("--scenario needs one or more scenario files", "usage")
+            raise model.BadInput("--scenario needs one or more scenario files", "usage")
         from bonuscli import scenario as scenario_mod
 
         code = scenario_mod.run_files(env, files)
@@ -462,7 +480,7 @@ def check_cmd(ctx, ledgers, scenario, files):
                               "problems": [{"path": p.path, "line": p.line, "message": p.message} for p in probs]})
         for p in probs:
             render.warn(str(p))
-        raise FilesError(f"{shown}: {len(probs)} problem{'s' if len(probs) != 1 else ''} in the catalog",
+        raise model.FilesError(f"{shown}: {len(probs)} problem{'s' if len(probs) != 1 else ''} in the catalog",
                          "catalog-invalid")
     if ledgers:
         from bonuscli import audit
@@ -473,7 +491,7 @@ def check_cmd(ctx, ledgers, scenario, files):
                 render.emit_json({"valid": False, "problems": problems})
             for p in problems:
                 render.warn(p["text"])
-            raise FilesError(f"{len(problems)} problem{'s' if len(problems) != 1 else ''} in the ledgers of {env.data_dir}",
+            raise model.FilesError(f"{len(problems)} problem{'s' if len(problems) != 1 else ''} in the ledgers of {env.data_dir}",
                              "ledger-unsound")
     if env.as_json:
         render.emit_json({"valid": True, "catalog": shown})
@@ -516,31 +534,31 @@ def op_join(env, phone, region, method="sms", email=None, birth_date=None, custo
     phone = phone_arg(phone)
     cat = env.catalog
     if region is None:
-        raise BadInput("joining needs --region CODE (e.g. RU-MOW)", "usage")
+        raise model.BadInput("joining needs --region CODE (e.g. RU-MOW)", "usage")
     req = {"region": region_opt(cat, region), "method": method.strip().lower()}
     if req["method"] not in cat.methods:
-        raise BadInput(f"unknown join method '{method}' (methods: {', '.join(cat.methods)})", "unknown-method")
+        raise model.BadInput(f"unknown join method '{method}' (methods: {', '.join(cat.methods)})", "unknown-method")
     known = cat.services_eligible + cat.services_ineligible
     svc = [s.strip().lower() for s in (services.split(",") if services is not None else cat.services_default)]
     svc = [s for s in svc if s]
     for s in svc:
         if s not in known:
-            raise BadInput(f"unknown service '{s}' (services: {', '.join(known)})", "unknown-service")
+            raise model.BadInput(f"unknown service '{s}' (services: {', '.join(known)})", "unknown-service")
     if not svc:
-        raise BadInput("--services needs at least one service", "unknown-service")
+        raise model.BadInput("--services needs at least one service", "unknown-service")
     req["services"] = list(dict.fromkeys(svc))
     if email is not None:
         if "@" not in email or any(c.isspace() for c in email.strip()) or len(email) > 254:
-            raise BadInput(f"not an e-mail address: {email!r}", "bad-email")
+            raise model.BadInput(f"not an e-mail address: {email!r}", "bad-email")
         req["email"] = email.strip()
     if birth_date is not None:
-        req["birth_date"] = parse_date(birth_date, "--birth-date")
+        req["birth_date"] = model.parse_date(birth_date, "--birth-date")
         if req["birth_date"] > rules.local_date(cat, env.now):
-            raise BadInput("--birth-date is in the future", "bad-date")
+            raise model.BadInput("--birth-date is in the future", "bad-date")
     if customer_since is not None:
-        req["customer_since"] = parse_date(customer_since, "--customer-since")
+        req["customer_since"] = model.parse_date(customer_since, "--customer-since")
         if req["customer_since"] > rules.local_date(cat, env.now):
-            raise BadInput("--customer-since cannot be after the join date", "bad-date")
+            raise model.BadInput("--customer-since cannot be after the join date", "bad-date")
     phones = [phone]
     if referrer is not None:
         req["referrer"] = phone_arg(referrer)
@@ -623,7 +641,7 @@ def leave_cmd(ctx, phone, yes):
     env = env_of(ctx)
     phone = phone_arg(phone)
     if not yes:
-        raise BadInput("leaving forfeits every point and cannot be undone; add --yes to confirm", "confirm")
+        raise model.BadInput("leaving forfeits every point and cannot be undone; add --yes to confirm", "confirm")
     emit(env, op_leave(env, phone), lambda v: kv(v, ["phone", "status", "forfeited", "left_at"]))
 
 
@@ -682,18 +700,18 @@ def earn_cmd(ctx, phone, amount, category, ref, dry_run, explain, from_file):
     env = env_of(ctx)
     if from_file is not None:
         if phone is not None or amount is not None or category is not None or ref is not None:
-            raise BadInput("--from takes no PHONE, AMOUNT, --category or --ref: they come from the file", "usage")
+            raise model.BadInput("--from takes no PHONE, AMOUNT, --category or --ref: they come from the file", "usage")
         from bonuscli import batch
 
         code = batch.earn_batch(env, from_file, dry_run)
         ctx.exit(code)
     if phone is None or amount is None:
-        raise BadInput("earn needs PHONE and AMOUNT (or --from FILE)", "usage")
+        raise model.BadInput("earn needs PHONE and AMOUNT (or --from FILE)", "usage")
     if category is None:
-        raise BadInput("earn needs --category (e.g. mobile, card, taxi)", "usage")
+        raise model.BadInput("earn needs --category (e.g. mobile, card, taxi)", "usage")
     phone = phone_arg(phone)
     cat = env.catalog
-    value = parse_amount(amount, cat.amount_max)
+    value = model.parse_amount(amount, cat.amount_max)
     category = category.strip().lower()
     if ref is not None:
         ref = check_ref(ref)
@@ -713,13 +731,13 @@ def parse_total(text, what):
 
     if text is None or str(text).strip() in ("0", "0.0", "0.00"):
         return Decimal(0)
-    return parse_amount(text, Decimal("1000000000000"), what)
+    return model.parse_amount(text, Decimal("1000000000000"), what)
 
 
 def check_ref(ref: str) -> str:
     ref = str(ref)
     if not ref.strip() or len(ref) > 200 or any(ord(c) < 32 for c in ref):
-        raise BadInput("--ref must be a non-empty text of at most 200 printable characters", "bad-ref")
+        raise model.BadInput("--ref must be a non-empty text of at most 200 printable characters", "bad-ref")
     return ref
 
 
@@ -739,10 +757,10 @@ def calc_cmd(ctx, amount, category, tenure_months, customer_since, card_last_mon
     """
     env = env_of(ctx)
     cat = env.catalog
-    value = parse_amount(amount, cat.amount_max)
+    value = model.parse_amount(amount, cat.amount_max)
     if tenure_months is not None and customer_since is not None:
-        raise BadInput("give --tenure-months or --customer-since, not both", "usage")
-    since = parse_date(customer_since, "--customer-since") if customer_since else None
+        raise model.BadInput("give --tenure-months or --customer-since, not both", "usage")
+    since = model.parse_date(customer_since, "--customer-since") if customer_since else None
     last = parse_total(card_last_month, "--card-last-month")
     on = rules.local_date(cat, env.now) if since is not None else None
     view = viewed(rules.calc(cat, value, category.strip().lower(), months=tenure_months, since=since, on=on,
@@ -769,8 +787,8 @@ def forecast_cmd(ctx, phone, days, until):
     """
     env = env_of(ctx)
     if days is not None and until is not None:
-        raise BadInput("give --days or --until, not both", "usage")
-    until_d = parse_date(until, "--until") if until else None
+        raise model.BadInput("give --days or --until, not both", "usage")
+    until_d = model.parse_date(until, "--until") if until else None
     emit(env, op_forecast(env, phone, days, until_d), human_forecast)
 
 
@@ -815,13 +833,13 @@ def op_redeem(env, phone, code, via="web", price=None, points=None):
     phone = phone_arg(phone)
     cat = env.catalog
     if code not in cat.rewards:
-        raise BadInput(f"unknown reward '{code}'; `bonuscli catalog` lists the codes", "unknown-reward")
+        raise model.BadInput(f"unknown reward '{code}'; `bonuscli catalog` lists the codes", "unknown-reward")
     via = via.strip().lower()
     if via not in cat.channels:
-        raise BadInput(f"unknown channel '{via}' (channels: {', '.join(cat.channels)})", "unknown-channel")
-    price_rub = parse_amount(price, cat.amount_max, "--price") if price is not None else None
+        raise model.BadInput(f"unknown channel '{via}' (channels: {', '.join(cat.channels)})", "unknown-channel")
+    price_rub = model.parse_amount(price, cat.amount_max, "--price") if price is not None else None
     if code != cat.store_discount.reward and (price is not None or points is not None):
-        raise BadInput("--price and --points are for the store discount only", "usage")
+        raise model.BadInput("--price and --points are for the store discount only", "usage")
     return transact(env, [phone], lambda cat, members, now: rules.redeem(cat, members[phone], now, code, via,
                                                                         price_rub, points))
 
@@ -866,13 +884,13 @@ def accept_cmd(ctx, phone, gift_id, reject):
     phone = phone_arg(phone)
     gift_id = gift_id.strip().lower()
     if not gift_id.isalnum() or len(gift_id) > 32:
-        raise BadInput(f"not a gift id: {gift_id!r}", "bad-gift-id")
+        raise model.BadInput(f"not a gift id: {gift_id!r}", "bad-gift-id")
     m = load_member(env, phone)
     g = m.gifts_in.get(gift_id)
     if g is None:
         if m.join is None:
             raise not_member_error(phone)
-        raise Refusal(1, "gift-not-found", f"no gift {gift_id} was offered to {phone}").error()
+        raise model.Refusal(1, "gift-not-found", f"no gift {gift_id} was offered to {phone}").error()
     sender = g["from"]
 
     def decide(cat, members, now):
@@ -897,7 +915,7 @@ def _operator(env, phone, text, region, kind):
     try:
         if act.action == "join":
             if region is None:
-                raise BadInput(f"{phone} is not a member: to join by {kind}, give --region CODE", "usage")
+                raise model.BadInput(f"{phone} is not a member: to join by {kind}, give --region CODE", "usage")
             result = op_join(env, phone, region, act.args["method"])
         elif act.action == "balance":
             result = op_balance(env, phone)
@@ -912,12 +930,12 @@ def _operator(env, phone, text, region, kind):
         elif act.action == "not-member":
             raise rules.not_member(phone).error()
         elif act.action == "already":
-            raise Refusal(1, "already-member", f"{phone} is already a member").error()
+            raise model.Refusal(1, "already-member", f"{phone} is already a member").error()
         else:
             hint = act.args.get("hint") or (channels.sms_help(cat) if kind == "sms" else
                                             "dial *111*455*0# for your balance, or a reward's USSD code to order it")
-            raise BadInput(f"unknown {'text' if kind == 'sms' else 'code'} {text!r}: {hint}", "unknown-text")
-    except BonusError as e:
+            raise model.BadInput(f"unknown {'text' if kind == 'sms' else 'code'} {text!r}: {hint}", "unknown-text")
+    except model.BonusError as e:
         error = e
     line = channels.reply(act.action, result) if error is None else error.message
     action = act.action if act.action in ("join", "balance", "forecast", "leave", "gift", "redeem") else None
@@ -1011,7 +1029,7 @@ def diff_cmd(ctx, old, new, ledgers, scenario, fail_on):
 def parse_points(text, what="POINTS") -> int:
     s = str(text).strip()
     if not s.lstrip("+-").isdigit() or len(s) > 12:
-        raise BadInput(f"{what} must be a whole number of points (got {text!r})", "bad-points")
+        raise model.BadInput(f"{what} must be a whole number of points (got {text!r})", "bad-points")
     return int(s)
 
 
@@ -1033,15 +1051,15 @@ def refund_cmd(ctx, phone, ref, amount, refund_ref, from_file, explain):
     env = env_of(ctx)
     if from_file is not None:
         if phone is not None or ref is not None or amount is not None or refund_ref is not None:
-            raise BadInput("--from takes no PHONE, REF, --amount or --ref: they come from the file", "usage")
+            raise model.BadInput("--from takes no PHONE, REF, --amount or --ref: they come from the file", "usage")
         from bonuscli import batch
 
         ctx.exit(batch.run(env, from_file, batch.REFUND, False, "refunding"))
     if phone is None or ref is None:
-        raise BadInput("refund needs PHONE and REF (or --from FILE)", "usage")
+        raise model.BadInput("refund needs PHONE and REF (or --from FILE)", "usage")
     phone = phone_arg(phone)
     cat = env.catalog
-    value = parse_amount(amount, cat.amount_max, "--amount") if amount is not None else None
+    value = model.parse_amount(amount, cat.amount_max, "--amount") if amount is not None else None
     ref = check_ref(ref)
     refund_ref = check_ref(refund_ref) if refund_ref is not None else None
     view = transact(env, [phone], lambda cat, members, now: rules.refund(cat, members[phone], now, ref, value, refund_ref))
@@ -1071,18 +1089,18 @@ def adjust_cmd(ctx, phone, points, reason, ref, expires_on, from_file):
     env = env_of(ctx)
     if from_file is not None:
         if phone is not None or points is not None or reason is not None or ref is not None:
-            raise BadInput("--from takes no PHONE, POINTS, --reason or --ref: they come from the file", "usage")
+            raise model.BadInput("--from takes no PHONE, POINTS, --reason or --ref: they come from the file", "usage")
         from bonuscli import batch
 
         ctx.exit(batch.run(env, from_file, batch.ADJUST, False, "adjusting"))
     if phone is None or points is None:
-        raise BadInput("adjust needs PHONE and POINTS (or --from FILE)", "usage")
+        raise model.BadInput("adjust needs PHONE and POINTS (or --from FILE)", "usage")
     phone = phone_arg(phone)
     n = parse_points(points)
     if not reason or not reason.strip():
-        raise BadInput("adjust needs --reason TEXT (kept in the ledger)", "usage")
+        raise model.BadInput("adjust needs --reason TEXT (kept in the ledger)", "usage")
     ref = check_ref(ref) if ref is not None else None
-    exp = parse_date(expires_on, "--expires-on") if expires_on is not None else None
+    exp = model.parse_date(expires_on, "--expires-on") if expires_on is not None else None
     view = transact(env, [phone], lambda cat, members, now: rules.adjust(cat, members[phone], now, n, reason.strip(),
                                                                         ref, exp))
     emit(env, view, lambda v: kv(v, ["phone", "points", "reason", "duplicate", "balance"]))
@@ -1120,8 +1138,8 @@ def report_cmd(ctx, region, from_date, until_date, jobs):
 
     env = env_of(ctx)
     region = region_opt(env.catalog, region)
-    f = parse_date(from_date, "--from") if from_date else None
-    u = parse_date(until_date, "--until") if until_date else None
+    f = model.parse_date(from_date, "--from") if from_date else None
+    u = model.parse_date(until_date, "--until") if until_date else None
     view = fleet.report(env, region, f, u, jobs)
 
     def human(v):

@@ -572,7 +572,7 @@ def test_alias_bomb_in_other_commands(run, tmp_path):
 
 
 @pytest.mark.parametrize("deep", ["[" * 100 + "]" * 100, "{a: " * 100 + "1" + "}" * 100,
-                                  "[" * 66 + "]" * 66])
+                                  "[" * 66 + "]" * 66], ids=["seq-100", "map-100", "seq-66"])
 def test_deeply_nested_yaml_refused(run, tmp_path, deep):
     p, _ = edited(tmp_path, "limits: [{per: ever, max: 1}]", f"limits: {deep}")
     assert_check_fails(run, p, [f"{p}:1: refused: nested more than 64 levels deep"])
