@@ -317,7 +317,7 @@ def main(argv=None) -> int:
     ap.add_argument("--procs", type=int, default=4, help="bonuscli processes at once (default 4)")
     ap.add_argument("--seconds", type=float, default=600, help="how long to run (default 600)")
     ap.add_argument("--members", type=int, default=12, help="size of the member pool (default 12)")
-    ap.add_argument("--kill-every", type=float, default=4.0, help="mean seconds between external SIGKILLs")
+    ap.add_argument("--kill-every", type=float, default=10.0, help="mean seconds between external SIGKILLs")
     ap.add_argument("--fault-rate", type=float, default=0.03, help="share of commands run with BONUSCLI_FAULT")
     ap.add_argument("--sim-hours-per-second", type=float, default=12.0)
     ap.add_argument("--seed", type=int, default=None)

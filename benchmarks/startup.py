@@ -62,6 +62,13 @@ def bonuscli_script() -> tuple[list, str]:
     return [sys.executable, "-c", shim], "bonuscli (console-script shim)"
 
 
+def _load() -> str:
+    try:
+        return f"{os.getloadavg()[0]:.2f}"
+    except (AttributeError, OSError):
+        return "n/a"
+
+
 def run_once(argv, env) -> float:
     start = time.perf_counter()
     proc = subprocess.run(argv, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -80,6 +87,7 @@ def main() -> int:
         ap.error("--runs must be at least 1")
 
     py = sys.executable
+    load_before = _load()
     with tempfile.TemporaryDirectory(prefix="bonuscli-bench-") as tmp:
         tmp = Path(tmp)
         app = tmp / "minimal_click_app.py"
@@ -125,6 +133,7 @@ def main() -> int:
     print(f"bonuscli: {script[0] if len(script) == 1 else 'console-script shim'}; data dir: a temporary one "
           f"with 1 member; catalog cache warm ({opts.warmup} warm-up runs)")
     print(f"runs:    {opts.runs} per command, interleaved; median wall time; bytecode cached")
+    print(f"load:    {load_before} before, {_load()} after (1-minute load average; compare with the CPU count)")
     print()
     width = max(len(label) for label in medians)
     print(f"{'command'.ljust(width)}  {'median ms':>9}  {'min ms':>7}  {'vs Click app':>12}")

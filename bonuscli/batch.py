@@ -15,7 +15,8 @@ import sys
 from typing import Callable, NamedTuple
 
 from bonuscli import render, rules
-from bonuscli.model import BadInput, BonusError, FilesError, Refusal, from_iso, iso, normalize_phone, parse_when
+from bonuscli.model import EXIT_CLASSES as EXIT
+from bonuscli.model import BadInput, BonusError, FilesError, Refusal, from_iso, normalize_phone, parse_when
 
 
 class Row(NamedTuple):
@@ -150,13 +151,13 @@ def run(env, source: str, spec: Spec, dry_run: bool, title: str) -> int:
             "\n\n" + render.table([[p["line"], p["ref"] or "-", p["code"], p["message"]] for p in problems],
                                   ["line", "ref", "code", "problem"]) if problems else ""))
     codes = {p["code"] for p in problems}
-    if 3 in codes:
-        return 3
-    if counts["errors"]:
-        return 2
-    if counts["refused"]:
-        return 1
-    return 0
+    code = 3 if 3 in codes else 2 if counts["errors"] else 1 if counts["refused"] else 0
+    if code:
+        kind = {3: "files", 2: "bad-rows", 1: "refused-rows"}[code]
+        first = next((p for p in problems if p["code"] == code), problems[0])
+        render.error(EXIT[code](f"{counts['errors']} malformed and {counts['refused']} refused of {counts['rows']} rows "
+                                f"(line {first['line']}: {first['message']})", kind), env.as_json)
+    return code
 
 
 def _member(env, phone, rows, spec, dry_run, counts, problems):

@@ -65,8 +65,11 @@ class _TooBig(Exception):
     pass
 
 
-def _convert(node, budget, depth=0):
+def _convert(node, budget, depth=0, constructor=None):
     import yaml
+
+    if constructor is None:
+        constructor = yaml.constructor.SafeConstructor()
 
     budget[0] += 1
     if budget[0] > MAX_NODES:
@@ -79,12 +82,12 @@ def _convert(node, budget, depth=0):
         out.line, out.lines = line, {}
         dupes = []
         for knode, vnode in node.value:
-            key = _convert(knode, budget, depth + 1)
+            key = _convert(knode, budget, depth + 1, constructor)
             if isinstance(key, (dict, list)):
                 key = str(key)
             if key in out:
                 dupes.append((knode.start_mark.line + 1, key))
-            out[key] = _convert(vnode, budget, depth + 1)
+            out[key] = _convert(vnode, budget, depth + 1, constructor)
             out.lines[key] = knode.start_mark.line + 1
         out.dupes = dupes
         return out
@@ -93,10 +96,9 @@ def _convert(node, budget, depth=0):
         out.line = line
         out.lines = []
         for item in node.value:
-            out.append(_convert(item, budget, depth + 1))
+            out.append(_convert(item, budget, depth + 1, constructor))
             out.lines.append(item.start_mark.line + 1)
         return out
-    constructor = yaml.constructor.SafeConstructor()
     return constructor.construct_object(node)
 
 
@@ -154,6 +156,8 @@ def parse_yaml(text: str, path: str):
         return None, [Problem(path, 1, "refused: nested too deeply")]
     except yaml.YAMLError as e:
         return None, [Problem(path, 1, f"malformed YAML: {e}")]
+    except (ValueError, OverflowError, TypeError) as e:  # e.g. an integer of millions of digits
+        return None, [Problem(path, 1, f"malformed YAML: a value cannot be read ({str(e)[:80]})")]
     return doc, []
 
 

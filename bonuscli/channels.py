@@ -7,7 +7,7 @@ Owns: text -> (action, arguments) and view -> reply. Pure; imports model only.
 from __future__ import annotations
 
 import re
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 from bonuscli.model import Catalog
 
@@ -30,7 +30,7 @@ def parse_sms(cat: Catalog, text: str, member: bool) -> Action:
     if not words:
         return Action("unknown", {})
     if not member:
-        if words == ["0"]:
+        if words == ["0"] or (len(words) == 1 and words[0].upper() in ("BAL", "BONUS", "PROGNOS")):
             return Action("not-member", {})
         return Action("join", {"method": "sms"})
     head = words[0].upper()

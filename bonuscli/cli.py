@@ -61,7 +61,7 @@ class Env:
         environ = os.environ if environ is None else environ
         self.data_dir_text = data_dir or environ.get(ENV_DATA) or None
         self.catalog_text = catalog or environ.get(ENV_CATALOG) or None
-        self.at_text = at or environ.get(ENV_NOW) or None
+        self.at_text = at if at is not None else (environ.get(ENV_NOW) or None)
         self.as_json = as_json
         self.debug = debug
         self.fault_spec = environ.get(ENV_FAULT)
@@ -70,11 +70,11 @@ class Env:
         self._fault_count = 0
 
     @property
-    def data_dir(self) -> Path:
+    def data_dir(self):
         return paths.data_dir(self.data_dir_text)
 
     @property
-    def catalog_path(self) -> Path:
+    def catalog_path(self):
         from bonuscli import catalog as catalog_mod
 
         return _path(self.catalog_text).expanduser() if self.catalog_text else catalog_mod.default_path()
@@ -99,8 +99,8 @@ class Env:
     def now(self):
         if self._now is None:
             tz = self.catalog.tz
-            if self.at_text:
-                self._now = model.parse_when(self.at_text, tz)
+            if self.at_text is not None:
+                self._now = model.parse_when(self.at_text, tz).astimezone(tz)
             else:
                 self._now = _datetime().now(tz).replace(microsecond=0)
         return self._now
@@ -131,7 +131,7 @@ def env_of(ctx: click.Context) -> Env:
         g = root.meta.setdefault("globals", {})
         root.meta["env"] = env = Env(g.get("data_dir"), g.get("catalog"), g.get("at"), g.get("json", False),
                                      g.get("debug", False))
-        if env.at_text:  # a malformed --at / BONUSCLI_NOW is bad input for every command
+        if env.at_text is not None:  # a malformed --at / BONUSCLI_NOW is bad input for every command
             import datetime
 
             model.parse_when(env.at_text, datetime.timezone.utc)
@@ -139,7 +139,7 @@ def env_of(ctx: click.Context) -> Env:
 
 
 def _remember(ctx, param, value):
-    if value not in (None, False):
+    if value is not None and value is not False:
         ctx.find_root().meta.setdefault("globals", {})[param.name] = value
     return value
 
@@ -269,14 +269,20 @@ def warn_torn(led) -> None:
         render.warn(msg)
 
 
-def load_member(env: Env, phone: str, ledgers=None, now=None):
-    """Replay one member (reading the peers its unsettled gifts and referrals need)."""
+def load_member(env: Env, phone: str, ledgers=None, now=None, full=False):
+    """Replay one member (reading the peers its unsettled gifts and referrals need).
+
+    `full`: replay every event even when `now` is earlier than the last one (for decisions:
+    a repeated ref is then still found, and anything else is refused as out of order).
+    """
     ledgers = ledgers if ledgers is not None else {}
     now = now or env.now
     led = ledgers.get(phone)
     if led is None:
         led = ledgers[phone] = env.store.read(phone)
         warn_torn(led)
+    if full and led.events and led.events[-1]["at"]:
+        now = max(now, model.from_iso(led.events[-1]["at"]))
     peers = {}
     for p in rules.peers_needed(led.events, now):
         if p not in ledgers:
@@ -311,7 +317,7 @@ def transact(env: Env, phones, decide):
         ledgers = {p: env.store.read(p) for p in phones}
         for led in ledgers.values():
             warn_torn(led)
-        members = {p: load_member(env, p, ledgers, now) for p in phones}
+        members = {p: load_member(env, p, ledgers, now, full=True) for p in phones}
         result = decided(decide(cat, members, now))
         write_decision(env, result, members, ledgers)
     return result.view
@@ -329,6 +335,13 @@ def kv(view, keys):
 
 
 # ---------------------------------------------------------------- catalog and check
+
+
+def _complete(ctx, values, incomplete):
+    try:
+        return [v for v in values(env_of(ctx).catalog) if v.startswith(incomplete)]
+    except Exception:
+        return []
 
 
 def complete_region(ctx, param, incomplete):
@@ -397,7 +410,8 @@ def reward_json(cat, r, region=None):
 @command("catalog")
 @click.argument("code", required=False, shell_complete=complete_reward)
 @click.option("--region", help="Show prices for this home region.", shell_complete=complete_region)
-@click.option("--category", "category", help="Only rewards of this category.")
+@click.option("--category", "category", help="Only rewards of this category.",
+              shell_complete=lambda ctx, param, incomplete: _complete(ctx, lambda cat: cat.reward_categories, incomplete))
 @click.option("--search", help="Only rewards whose code or name contains this text.")
 @click.option("--max-price", type=click.IntRange(min=0), help="Only rewards at most this many points.")
 @click.option("--channel", help="Only rewards that can be ordered through this channel.",
@@ -525,8 +539,8 @@ def join_cmd(ctx, phone, region, method, email, birth_date, customer_since, refe
 
 def human_join(v):
     return kv(v, ["phone", "region", "method", "status", "joined_at", "active_from", "customer_since", "balance"]) + (
-        "\n" + render.table([[w["reason"], w["points"]] for w in v["welcome"]], ["welcome", "points"])
-        if v["welcome"] else "\nwelcome         - (this phone was a member before)")
+        "\n\n" + render.table([[w["reason"], w["points"]] for w in v["welcome"]], ["welcome", "points"])
+        if v["welcome"] else "\n\nwelcome         - (this phone was a member before)")
 
 
 def op_join(env, phone, region, method="sms", email=None, birth_date=None, customer_since=None, referrer=None,
@@ -716,7 +730,7 @@ def earn_cmd(ctx, phone, amount, category, ref, dry_run, explain, from_file):
     if ref is not None:
         ref = check_ref(ref)
     if dry_run:
-        view = viewed(rules.earn(cat, load_member(env, phone), env.now, value, category, ref, dry_run=True))
+        view = viewed(rules.earn(cat, load_member(env, phone, full=True), env.now, value, category, ref, dry_run=True))
     else:
         view = transact(env, [phone], lambda cat, members, now: rules.earn(cat, members[phone], now, value, category, ref))
     if explain:
@@ -934,7 +948,8 @@ def _operator(env, phone, text, region, kind):
         else:
             hint = act.args.get("hint") or (channels.sms_help(cat) if kind == "sms" else
                                             "dial *111*455*0# for your balance, or a reward's USSD code to order it")
-            raise model.BadInput(f"unknown {'text' if kind == 'sms' else 'code'} {text!r}: {hint}", "unknown-text")
+            shown = text if len(text) <= 24 else text[:20] + "..."
+            raise model.BadInput(f"unknown {'text' if kind == 'sms' else 'code'} {shown!r}: {hint}", "unknown-text")
     except model.BonusError as e:
         error = e
     line = channels.reply(act.action, result) if error is None else error.message

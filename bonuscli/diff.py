@@ -171,16 +171,17 @@ def impact(old: Catalog, new: Catalog, ledgers: dict, now: dt.datetime) -> dict:
     """Replay the requests recorded in `ledgers` (phone -> events) under both catalogs."""
     from bonuscli import simulate
 
-    requests = simulate.requests_of(ledgers)
+    requests = simulate.requests_of(ledgers, old)
     wo = simulate.World(old).run(requests, until=now)
     wn = simulate.World(new).run(requests, until=now)
     members = []
-    total = dict(available_old=0, available_new=0, earned_old=0, earned_new=0, spent_old=0, spent_new=0)
+    total = dict(available_old=0, available_new=0, earned_old=0, earned_new=0, spent_old=0, spent_new=0,
+                 debt_old=0, debt_new=0)
     for phone in sorted(ledgers):
         fo, fn = wo.figures(phone, now), wn.figures(phone, now)
         row = {"phone": phone, "available_old": fo["available"], "available_new": fn["available"],
                "change": fn["available"] - fo["available"], "earned_old": fo["earned"], "earned_new": fn["earned"],
-               "spent_old": fo["spent"], "spent_new": fn["spent"]}
+               "spent_old": fo["spent"], "spent_new": fn["spent"], "debt_old": fo["debt"], "debt_new": fn["debt"]}
         members.append(row)
         for k in total:
             total[k] += row[k]
@@ -216,9 +217,7 @@ def read_ledgers(data_dir: Path) -> dict:
 
 
 def scenario_ledgers(path: str, catalog_path: Path):
-    """Run a scenario's steps (expectations not checked) under `catalog_path`; (ledgers, last step's at)."""
-    import tempfile
-
+    """Run a scenario's steps (expectations not checked) under `catalog_path`; (ledgers, the steps' `at`s)."""
     from bonuscli import scenario as scenario_mod
 
     sc, problems = scenario_mod.load(path)
@@ -226,7 +225,7 @@ def scenario_ledgers(path: str, catalog_path: Path):
         for p in problems:
             render.warn(str(p))
         raise FilesError(f"invalid scenario file {path} (see the file:line lines above)", "scenario-invalid")
-    with tempfile.TemporaryDirectory(prefix="bonuscli-diff-") as tmp:
+    with scenario_mod.scratch_dir() as tmp:
         work = Path(tmp)
         sc = sc._replace(catalog=None)  # the scenario runs under OLD, whatever it names
         catalog, problems = scenario_mod.catalog_for(sc, catalog_path, work)
@@ -236,8 +235,7 @@ def scenario_ledgers(path: str, catalog_path: Path):
             raise FilesError(f"cannot run scenario {path} (see the file:line lines above)", "scenario-invalid")
         scenario_mod.play(sc, catalog, work / "data", check=False)
         ledgers = read_ledgers(work / "data")
-    last = sc.steps[-1].at if sc.steps else None
-    return ledgers, last
+    return ledgers, [step.at for step in sc.steps]
 
 
 # ---------------------------------------------------------------- the command
@@ -302,8 +300,8 @@ def run(env, old_path: str, new_path: str, ledgers: bool, scenario_path, fail_on
     doc = {"old": old_path, "new": new_path, "changes": changes(old, new)}
     if ledgers or scenario_path:
         if scenario_path:
-            members, last = scenario_ledgers(scenario_path, Path(old_path).expanduser())
-            at_text = env.at_text or last
+            members, times = scenario_ledgers(scenario_path, Path(old_path).expanduser())
+            at_text = env.at_text or max(times, key=lambda t: parse_when(t, old.tz))  # the story's last instant
         else:
             members = read_ledgers(env.data_dir)
             at_text = env.at_text

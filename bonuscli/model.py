@@ -275,11 +275,17 @@ def to_decimal(value) -> Decimal:
         raise ValueError(f"not a number: {value!r}")
 
 
+YEARS = (1900, 9000)  # dates outside are refused: far enough for any program, far from overflow
+
+
 def parse_date(text, what: str = "date") -> dt.date:
     try:
-        return dt.date.fromisoformat(str(text).strip())
+        day = dt.date.fromisoformat(str(text).strip())
     except ValueError:
         raise BadInput(f"{what} must be a date YYYY-MM-DD (got {text!r})", "bad-date")
+    if not YEARS[0] <= day.year <= YEARS[1]:
+        raise BadInput(f"{what} must be between {YEARS[0]} and {YEARS[1]} (got {text!r})", "bad-date")
+    return day
 
 
 def parse_when(text: str, tz) -> dt.datetime:
@@ -303,6 +309,8 @@ def parse_when(text: str, tz) -> dt.datetime:
                 when = when.replace(tzinfo=tz)
     except ValueError:
         raise bad
+    if not YEARS[0] <= when.year <= YEARS[1]:
+        raise BadInput(f"--at must be between {YEARS[0]} and {YEARS[1]} (got {text!r})", "bad-date")
     return when.replace(microsecond=0)
 
 

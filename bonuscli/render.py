@@ -78,11 +78,17 @@ def bars(rows, width=30) -> str:
     return "\n".join(lines)
 
 
+def printable(text: str) -> str:
+    """One line, no control characters (user input can carry them into a message)."""
+    text = " ".join(str(text).split("\n"))
+    return "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in text)
+
+
 def error(err: BonusError, as_json: bool) -> None:
     if as_json:
-        doc = {"error": {"code": err.exit_code, "kind": err.kind, "message": " ".join(err.message.split("\n"))}}
+        doc = {"error": {"code": err.exit_code, "kind": err.kind, "message": printable(err.message)}}
         if err.steps:
             doc["error"]["steps"] = public(err.steps)
         sys.stderr.write(json.dumps(doc, ensure_ascii=False) + "\n")
     else:
-        sys.stderr.write("error: " + " ".join(err.message.split("\n")) + "\n")
+        sys.stderr.write("error: " + printable(err.message) + "\n")

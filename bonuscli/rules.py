@@ -448,7 +448,7 @@ class Member:
         self._row(at, e["id"], "refund", -e["points_taken"],
                   f"refund of {e['amount']} RUB on {e['earn_ref']}: {e['points']} points back"
                   + (f", {e['debt_added']} as debt" if e.get("debt_added") else ""), ref=e.get("ref"),
-                  refunded=e["points_taken"] + e.get("debt_added", 0))
+                  refunded=e["points_taken"] + e.get("debt_added", 0), taken=taken)
 
     def _ev_adjust(self, e, at, peers):
         n = e["points"]
@@ -463,7 +463,7 @@ class Member:
         view = {"phone": self.phone, "points": n, "reason": e["reason"], "ref": e.get("ref"), "taken": taken}
         if e.get("ref") is not None:
             self.adjusts[e["ref"]] = view
-        self._row(at, e["id"], "adjust", got, f"adjustment {n:+d}: {e['reason']}", ref=e.get("ref"))
+        self._row(at, e["id"], "adjust", got, f"adjustment {n:+d}: {e['reason']}", ref=e.get("ref"), taken=taken)
 
     def _ev_redeem(self, e, at, peers):
         self.take(e["points"])
@@ -740,6 +740,8 @@ def join(cat: Catalog, m: Member, now, req: dict, inviter: Member | None = None,
     event = {"type": "join", "at": iso(now), "region": req["region"], "method": req["method"],
              "services": list(services), "customer_since": since.isoformat(), "active_from": iso(active_from),
              "welcome": welcome}
+    if not first:
+        event["import"] = True  # joined by an opening-balance import: no welcome points by design
     for k in ("email", "birth_date"):
         if req.get(k):
             event[k] = str(req[k])
@@ -810,13 +812,13 @@ def earn(cat: Catalog, m: Member, now, amount: Decimal, category: str, ref=None,
         rec = dict(m.earns[ref], ref=ref)
         view = earn_view(m, rec, True, m.available())
         return Decision((), view)
-    bad = must_be_active(m, now, "earning") or in_order(m, now)
-    if bad:
-        return bad
     if category in cat.ineligible:
         return Refusal(1, "not-eligible", f"{category} does not earn points: {cat.ineligible[category]}",
                        ({"rule": "ineligible", "detail": f"{category} is listed under earning.ineligible",
                          "category": category},))
+    bad = in_order(m, now) or must_be_active(m, now, "earning")
+    if bad:
+        return bad
     today = local_date(cat, now)
     last_month = m.month_spend.get((category,) + prev_month(today.year, today.month), Decimal(0))
     since = dt.date.fromisoformat(m.join["customer_since"])
@@ -898,7 +900,7 @@ def redeem(cat: Catalog, m: Member, now, code: str, channel: str = "web", price_
         return Refusal(2, "unknown-reward", f"unknown reward '{code}'; see `bonuscli catalog` for the codes")
     if channel not in cat.channels:
         return Refusal(2, "unknown-channel", f"unknown channel '{channel}' (channels: {', '.join(cat.channels)})")
-    bad = must_be_active(m, now, "ordering rewards") or in_order(m, now)
+    bad = in_order(m, now) or must_be_active(m, now, "ordering rewards")
     if bad:
         return bad
     if channel not in reward.channels:
@@ -967,7 +969,7 @@ def redeem(cat: Catalog, m: Member, now, code: str, channel: str = "web", price_
 
 def gift(cat: Catalog, s: Member, r: Member, now, points: int) -> Decision | Refusal:
     g = cat.gifts
-    bad = must_be_active(s, now, "gifting") or in_order(s, now)
+    bad = in_order(s, now) or must_be_active(s, now, "gifting")
     if bad:
         return bad
     if s.phone == r.phone:
@@ -1098,15 +1100,22 @@ def refund(cat: Catalog, m: Member, now, ref: str, amount=None, refund_ref=None)
         return bad
     rec = m.earns.get(ref)
     if rec is None:
-        return Refusal(1, "unknown-ref", f"{m.phone} has no earn with reference {ref!r}")
+        return Refusal(1, "unknown-ref", f"{m.phone} has no earn with reference {ref!r}",
+                       ({"rule": "ref", "detail": f"no earn of {m.phone} carries the reference {ref!r}; "
+                         f"known references: {len(m.earns)}", "ref": ref},))
     remaining = rec["amount"] - rec["refunded_amount"]
+    left_step = {"rule": "left-to-refund", "detail": f"{ref}: {money(rec['amount'])} RUB spent, "
+                 f"{money(rec['refunded_amount'])} refunded, {money(remaining)} left",
+                 "amount": money(rec["amount"]), "refunded": money(rec["refunded_amount"]), "left": money(remaining)}
     if remaining <= 0:
-        return Refusal(1, "already-refunded", f"the spending {ref} ({money(rec['amount'])} RUB) is already refunded in full")
+        return Refusal(1, "already-refunded", f"the spending {ref} ({money(rec['amount'])} RUB) is already refunded in full",
+                       (left_step,))
     if amount is None:
         amount = remaining
     if amount > remaining:
         return Refusal(1, "refund-too-large", f"only {money(remaining)} RUB of {ref} ({money(rec['amount'])} RUB) is left "
-                       f"to refund; {money(amount)} asked")
+                       f"to refund; {money(amount)} asked",
+                       (left_step, {"rule": "asked", "detail": f"{money(amount)} RUB asked", "asked": money(amount)}))
     p, total = rec["points"], rec["amount"]
     if rec["refunded_amount"] + amount == total:
         points = p - rec["refunded_points"]
@@ -1154,15 +1163,19 @@ def adjust(cat: Catalog, m: Member, now, points: int, reason: str, ref=None, exp
     have = m.available()
     if points < 0 and have < -points:
         return Refusal(1, "insufficient-points", f"{m.phone} has {have} points; cannot debit {-points} "
-                       f"({-points - have} more than available)")
+                       f"({-points - have} more than available)",
+                       ({"rule": "available", "detail": f"{m.phone} has {have} points available", "available": have},
+                        {"rule": "debit", "detail": f"a debit never goes below zero: {-points} asked",
+                         "asked": -points, "missing": -points - have}))
     event = {"type": "adjust", "at": iso(now), "points": points, "reason": reason}
     if ref is not None:
         event["ref"] = ref
-    if points > 0:
-        event["expires_on"] = (expires_on or expiry_date(cat, now)).isoformat()
+    if points > 0 and expires_on is not None:
+        event["expires_on"] = expires_on.isoformat()
     repay = min(m.debt, points) if points > 0 else 0
     view = {"phone": m.phone, "points": points, "reason": reason, "ref": ref, "duplicate": False,
-            "balance": have + points - repay, "expires_on": event.get("expires_on")}
+            "balance": have + points - repay,
+            "expires_on": (expires_on or expiry_date(cat, now)).isoformat() if points > 0 else None}
     return Decision(((m.phone, (event,)),), view)
 
 
@@ -1241,6 +1254,9 @@ def explain(cat: Catalog, m: Member, now, key=None) -> Decision | Refusal:
     if t in ("refund", "adjust"):
         rows = [r for r in m.register if r["id"] == event["id"]]
         steps = [{"rule": t, "detail": rows[0]["detail"] if rows else t}]
+        for lot in (rows[0].get("taken") or []) if rows else []:
+            steps.append({"rule": "lot", "detail": f"took {lot['points']} from lot {lot['lot']} (expires on "
+                          f"{lot['expires_on']})", **lot})
         result = {"id": event["id"], "type": t, "points": event.get("points"), "ref": event.get("ref")}
         return Decision((), {"steps": steps, "result": result})
     rows = [r for r in m.register if r["id"] == event["id"]]

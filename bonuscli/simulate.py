@@ -21,7 +21,9 @@ from bonuscli.model import SCHEMA_VERSION, Catalog, Refusal, from_iso
 # event types that are a request's own authoritative record; the rest
 # (gift_in, gift_settle, referral, referral_settle, repair, gift_reject by
 # leaving) are consequences that re-deciding the request writes again.
-REQUEST_TYPES = ("join", "earn", "redeem", "gift_out", "gift_accept", "gift_reject", "leave")
+REQUEST_TYPES = ("join", "earn", "redeem", "gift_out", "gift_accept", "gift_reject", "leave", "refund", "adjust")
+PRIORITY = {"join": 0, "earn": 2, "adjust": 2, "refund": 3, "redeem": 3, "gift": 4, "accept": 5,
+            "leave": 6}  # ties between ledgers
 
 
 class Request(NamedTuple):
@@ -33,6 +35,8 @@ class Request(NamedTuple):
 
     def describe(self) -> str:
         a = self.args
+        if self.command == "join" and not a.get("welcome", True):
+            return f"join {self.phone} --region {a['region']} (an opening-balance import, no welcome points)"
         if self.command == "join":
             return f"join {self.phone} --region {a['region']} --method {a['method']}"
         if self.command == "earn":
@@ -46,28 +50,48 @@ class Request(NamedTuple):
             return f"gift {self.phone} {a['to']} {a['points']}"
         if self.command == "accept":
             return f"accept {self.phone} {a['gift_id']}" + (" --reject" if a.get("reject") else "")
+        if self.command == "refund":
+            return f"refund {self.phone} {a['ref']} --amount {a['amount']}" + (
+                f" --ref {a['refund_ref']}" if a.get("refund_ref") else "")
+        if self.command == "adjust":
+            return f"adjust {self.phone} {a['points']:+d} --reason {a['reason']!r}" + (
+                f" --expires-on {a['expires_on']}" if a.get("expires_on") else "")
         return f"leave {self.phone} --yes"
 
 
-def requests_of(ledgers: dict) -> list:
+def requests_of(ledgers: dict, cat: Optional[Catalog] = None) -> list:
     """Every request recorded in `ledgers` (phone -> events), oldest first.
 
-    Ties (the same instant) keep the order of the phones, then of the lines.
+    Each ledger's own order is kept (its time only moves forward). Between
+    ledgers, requests of the same instant go in the order that lets the later
+    depend on the earlier: joins without a referrer, joins with one, earns,
+    redemptions, gifts, accepts, leaves; then by phone.
     A `gift_out` whose `gift_in` was never written (an offer cut short by a
-    crash) was never made and is left out.
+    crash) was never made and is left out. A first join recorded without
+    welcome points and followed at the same instant by an adjustment is an
+    opening-balance import (`adjust --from` with a region) and is replayed as
+    one. A credit's `expires_on` equal to the default of `cat` (the catalog the
+    ledgers were written under, as far as we know) is replayed as the default.
     """
     made = {e["gift_id"] for evs in ledgers.values() for e in evs if e.get("type") == "gift_in"}
-    out = []
+    per_ledger = []
     for phone in sorted(ledgers):
+        out = []
+        per_ledger.append(out)
         for n, e in enumerate(ledgers[phone]):
             t = e.get("type")
             if t not in REQUEST_TYPES:
                 continue
             at = from_iso(e["at"])
             if t == "join":
+                events = ledgers[phone]
+                first = not any(x.get("type") == "join" for x in events[:n])
+                nxt = events[n + 1] if n + 1 < len(events) else None
+                imported = (first and not e.get("welcome") and nxt is not None and nxt.get("type") == "adjust"
+                            and nxt.get("at") == e["at"])
                 args = {"region": e["region"], "method": e["method"], "services": list(e.get("services") or ["mobile"]),
                         "customer_since": e.get("customer_since"), "email": e.get("email"),
-                        "birth_date": e.get("birth_date"), "referrer": e.get("referrer")}
+                        "birth_date": e.get("birth_date"), "referrer": e.get("referrer"), "welcome": not imported}
                 out.append(((at, phone, n), Request(at, phone, "join", args, e["id"])))
             elif t == "earn":
                 args = {"amount": e["amount"], "category": e["category"], "ref": e.get("ref")}
@@ -88,8 +112,20 @@ def requests_of(ledgers: dict) -> list:
                 out.append(((at, phone, n), Request(at, phone, "accept", args, e["id"])))
             elif t == "leave":
                 out.append(((at, phone, n), Request(at, phone, "leave", {}, e["id"])))
-    out.sort(key=lambda x: x[0])
-    return [r for _, r in out]
+            elif t == "refund":
+                args = {"ref": e["earn_ref"], "amount": e["amount"], "refund_ref": e.get("ref")}
+                out.append(((at, phone, n), Request(at, phone, "refund", args, e["id"])))
+            elif t == "adjust":
+                exp = e.get("expires_on")
+                if exp is not None and cat is not None and exp == rules.expiry_date(cat, at).isoformat():
+                    exp = None
+                args = {"points": e["points"], "reason": e.get("reason", ""), "ref": e.get("ref"), "expires_on": exp}
+                out.append(((at, phone, n), Request(at, phone, "adjust", args, e["id"])))
+    import heapq
+
+    keyed = [[((key[0], PRIORITY.get(r.command, 9) + (1 if r.args.get("referrer") else 0), key[1], key[2]), r)
+              for key, r in lst] for lst in per_ledger]
+    return [r for _, r in heapq.merge(*keyed, key=lambda x: x[0])]
 
 
 class Outcome(NamedTuple):
@@ -171,7 +207,8 @@ class World:
                 if a["referrer"] != phone:
                     phones.append(a["referrer"])
             return self._transact(phones, now, lambda ms: rules.join(cat, ms[phone], now, req_d,
-                                                                     ms.get(req_d.get("referrer"))))
+                                                                     ms.get(req_d.get("referrer")),
+                                                                     welcome=a.get("welcome", True)))
         if req.command == "earn":
             amount = Decimal(a["amount"])
             if amount > cat.amount_max:
@@ -197,6 +234,14 @@ class World:
                                                                                 a.get("reject", False)))
         if req.command == "leave":
             return self._transact([phone], now, lambda ms: rules.leave(cat, ms[phone], now))
+        if req.command == "refund":
+            amount = Decimal(a["amount"])
+            return self._transact([phone], now, lambda ms: rules.refund(cat, ms[phone], now, a["ref"], amount,
+                                                                        a.get("refund_ref")))
+        if req.command == "adjust":
+            exp = dt.date.fromisoformat(a["expires_on"]) if a.get("expires_on") else None
+            return self._transact([phone], now, lambda ms: rules.adjust(cat, ms[phone], now, a["points"], a["reason"],
+                                                                        a.get("ref"), exp))
         raise ValueError(f"unknown request {req.command}")
 
     def run(self, requests, until=None) -> "World":
@@ -212,4 +257,5 @@ class World:
         events = self.ledgers.get(phone, [])
         m = rules.replay(self.cat, phone, events, now, self.ledgers)
         return {"available": m.available(), "earned": m.totals["credited"], "spent": m.totals["spent"],
-                "expired": m.totals["expired"], "forfeited": m.totals["forfeited"]}
+                "expired": m.totals["expired"], "forfeited": m.totals["forfeited"], "debt": m.debt,
+                "refunded": m.totals["refunded"]}

@@ -15,7 +15,6 @@ import json
 import os
 import pickle
 import resource
-import time
 from decimal import Decimal
 from pathlib import Path
 
@@ -30,7 +29,8 @@ SRC = SHIPPED.read_text(encoding="utf-8")
 MIB4 = 4 * 1024 * 1024
 
 # ---------------------------------------------------------------- RULES.md §5, by hand
-# code: (category, default price, Moscow price, Bryansk price, validity days, ussd, sms)
+# code -> category, default price, Moscow price (RU-MOW and RU-MOS), Bryansk price (RU-BRY),
+# validity days, USSD code, SMS text (None where the table has an empty cell)
 MOSCOW = ("RU-MOW", "RU-MOS")
 BRYANSK = "RU-BRY"
 
@@ -240,29 +240,30 @@ def test_minutes_30_price_by_region(run, region, price):
     assert one["price"] == price
 
 
-@pytest.mark.parametrize("code,region,price", [
-    ("superbit", "RU-MOW", 990), ("superbit", "RU-MOS", 990), ("superbit", "RU-BRY", 830),
-    ("sms_50", "RU-MOW", 180), ("sms_50", None, 230), ("turbo_1gb", "RU-MOW", 875),
-    ("turbo_1gb", "RU-SPE", 870), ("turbo_5gb", "RU-MOS", 2200), ("minutes_60", "RU-BRY", 150),
-    ("mms_10", "RU-MOS", 60), ("sms_100", "RU-MOW", 270), ("minutes_60", "RU-MOW", 300),
-])
-def test_more_regional_prices(run, code, region, price):
-    args = ("--region", region) if region else ()
-    assert run.j("catalog", code, *args)["price"] == price
+def test_more_regional_prices(run):
+    # One test, many look-ups: the catalog cache of this test's data dir makes them cheap.
+    for code, region, price in [
+        ("superbit", "RU-MOW", 990), ("superbit", "RU-MOS", 990), ("superbit", "RU-BRY", 830),
+        ("sms_50", "RU-MOW", 180), ("sms_50", None, 230), ("turbo_1gb", "RU-MOW", 875),
+        ("turbo_1gb", "RU-SPE", 870), ("turbo_5gb", "RU-MOS", 2200), ("minutes_60", "RU-BRY", 150),
+        ("mms_10", "RU-MOS", 60), ("sms_100", "RU-MOW", 270), ("minutes_60", "RU-MOW", 300),
+    ]:
+        args = ("--region", region) if region else ()
+        assert run.j("catalog", code, *args)["price"] == price, (code, region)
 
 
-@pytest.mark.parametrize("region", [None, "RU-MOW", "RU-MOS", "RU-BRY", "RU-SPE", "RU-KAM"])
-def test_every_price_in_every_kind_of_region(run, region):
-    args = ("--region", region) if region else ()
-    got = {d["code"]: d["price"] for d in run.j("catalog", *args)}
-    assert got == {code: expected_price(code, region) for code in TABLE}
+def test_every_price_in_every_kind_of_region(run):
+    for region in (None, "RU-MOW", "RU-MOS", "RU-BRY", "RU-SPE", "RU-KAM"):
+        args = ("--region", region) if region else ()
+        got = {d["code"]: d["price"] for d in run.j("catalog", *args)}
+        assert got == {code: expected_price(code, region) for code in TABLE}, region
 
 
-@pytest.mark.parametrize("spelling,price", [("ru-bry", 85), ("Ru-Mow", 210), ("ru-mos", 210), ("ru-spe", 100)])
-def test_region_code_case_insensitive(run, spelling, price):
-    rows = {d["code"]: d for d in run.j("catalog", "--region", spelling)}
-    assert rows["minutes_30"]["price"] == price
-    assert run.j("catalog", "minutes_30", "--region", spelling)["price"] == price
+def test_region_code_case_insensitive(run):
+    for spelling, price in [("ru-bry", 85), ("Ru-Mow", 210), ("ru-mos", 210), ("ru-spe", 100), ("rU-BrY", 85)]:
+        rows = {d["code"]: d for d in run.j("catalog", "--region", spelling)}
+        assert rows["minutes_30"]["price"] == price, spelling
+        assert run.j("catalog", "minutes_30", "--region", spelling)["price"] == price, spelling
 
 
 def test_catalog_code_shows_one_reward_in_full(run):
@@ -290,20 +291,20 @@ def test_catalog_code_in_full_for_a_certificate(run):
     assert d["limits"] == [{"per": "month", "max": 1}]
 
 
-@pytest.mark.parametrize("args", [
-    ("catalog", "minutes_300"),
-    ("catalog", "MINUTES_30"),
-    ("catalog", "--region", "RU-XXX"),
-    ("catalog", "--region", "MOW"),
-    ("catalog", "minutes_30", "--region", "RU-ZZZ"),
-    ("catalog", "--category", "bogus"),
-    ("catalog", "--channel", "fax"),
-])
-def test_catalog_bad_input_exit_2(run, args):
-    r = run(*args)
-    assert r.exit_code == 2, (r.exit_code, r.stdout, r.stderr)
-    assert r.stdout == ""
-    assert r.stderr.startswith("error: ") and r.stderr.count("\n") == 1
+def test_catalog_bad_input_exit_2(run):
+    for args in [
+        ("catalog", "minutes_300"),
+        ("catalog", "MINUTES_30"),
+        ("catalog", "--region", "RU-XXX"),
+        ("catalog", "--region", "MOW"),
+        ("catalog", "minutes_30", "--region", "RU-ZZZ"),
+        ("catalog", "--category", "bogus"),
+        ("catalog", "--channel", "fax"),
+    ]:
+        r = run(*args)
+        assert r.exit_code == 2, (args, r.exit_code, r.stdout, r.stderr)
+        assert r.stdout == "", args
+        assert r.stderr.startswith("error: ") and r.stderr.count("\n") == 1, (args, r.stderr)
 
 
 def test_catalog_unknown_code_and_region_subprocess(sub):
@@ -323,33 +324,36 @@ def _by_category(cat):
     return sorted(c for c, r in TABLE.items() if r["category"] == cat)
 
 
-@pytest.mark.parametrize("cat", ["calls", "messages", "internet", "roaming", "options", "content", "home",
-                                 "bank", "certificate", "store"])
-def test_filter_category(run, cat):
-    assert codes_of(run.j("catalog", "--category", cat)) == _by_category(cat)
+def test_filter_category(run):
+    for cat in ["calls", "messages", "internet", "roaming", "options", "content", "home", "bank",
+                "certificate", "store"]:
+        assert codes_of(run.j("catalog", "--category", cat)) == _by_category(cat), cat
+    assert codes_of(run.j("catalog", "--category", "calls")) == ["minutes_30", "minutes_60"]
 
 
-@pytest.mark.parametrize("text,expected", [
-    ("turbo", ["turbo_100mb", "turbo_1gb", "turbo_2gb", "turbo_500mb", "turbo_5gb"]),
-    ("TURBO", ["turbo_100mb", "turbo_1gb", "turbo_2gb", "turbo_500mb", "turbo_5gb"]),
-    ("cert_", sorted(CERTS)),
-    ("mgts_", ["mgts_100", "mgts_150", "mgts_200", "mgts_250", "mgts_300", "mgts_50"]),
-    ("cert_sportmaster", ["cert_sportmaster_1000", "cert_sportmaster_3000", "cert_sportmaster_500"]),
-    ("zzzz-no-such-reward", []),
-])
-def test_filter_search(run, text, expected):
-    assert codes_of(run.j("catalog", "--search", text)) == sorted(expected)
+def test_filter_search(run):
+    for text, expected in [
+        ("turbo", ["turbo_100mb", "turbo_1gb", "turbo_2gb", "turbo_500mb", "turbo_5gb"]),
+        ("TURBO", ["turbo_100mb", "turbo_1gb", "turbo_2gb", "turbo_500mb", "turbo_5gb"]),
+        ("cert_", sorted(CERTS)),
+        ("mgts_", ["mgts_100", "mgts_150", "mgts_200", "mgts_250", "mgts_300", "mgts_50"]),
+        ("cert_sportmaster", ["cert_sportmaster_1000", "cert_sportmaster_3000", "cert_sportmaster_500"]),
+        ("zzzz-no-such-reward", []),
+    ]:
+        assert codes_of(run.j("catalog", "--search", text)) == sorted(expected), text
 
 
-@pytest.mark.parametrize("region,limit", [(None, 100), (None, 29), (None, 30), ("RU-MOW", 100), ("RU-BRY", 85),
-                                          ("RU-BRY", 84), (None, 1000), ("RU-MOS", 990)])
-def test_filter_max_price(run, region, limit):
-    args = ("--region", region) if region else ()
-    expected = sorted(c for c in TABLE if expected_price(c, region) is not None
-                      and expected_price(c, region) <= limit)
-    got = run.j("catalog", "--max-price", limit, *args)
-    assert codes_of(got) == expected
-    assert all(d["price"] <= limit for d in got)
+def test_filter_max_price(run):
+    for region, limit in [(None, 100), (None, 29), (None, 30), ("RU-MOW", 100), ("RU-BRY", 85),
+                          ("RU-BRY", 84), (None, 1000), ("RU-MOS", 990)]:
+        args = ("--region", region) if region else ()
+        expected = sorted(c for c in TABLE if expected_price(c, region) is not None
+                          and expected_price(c, region) <= limit)
+        got = run.j("catalog", "--max-price", limit, *args)
+        assert codes_of(got) == expected, (region, limit)
+        assert all(d["price"] <= limit for d in got)
+    assert codes_of(run.j("catalog", "--max-price", 30)) == ["black_list"]
+    assert run.j("catalog", "--max-price", 29) == []
 
 
 def test_filter_max_price_hand_counted(run):
@@ -361,10 +365,10 @@ def test_filter_max_price_hand_counted(run):
     assert "minutes_30" not in mow and "mms_10" in mow and len(mow) == 12
 
 
-@pytest.mark.parametrize("channel", ["web", "app", "sms", "ussd", "store"])
-def test_filter_channel(run, channel):
-    expected = sorted(c for c in TABLE if channel in expected_channels(c))
-    assert codes_of(run.j("catalog", "--channel", channel)) == expected
+def test_filter_channel(run):
+    for channel in ["web", "app", "sms", "ussd", "store"]:
+        expected = sorted(c for c in TABLE if channel in expected_channels(c))
+        assert codes_of(run.j("catalog", "--channel", channel)) == expected, channel
 
 
 def test_filter_channel_counts(run):
@@ -553,14 +557,6 @@ def test_alias_bomb_refused_quickly(sub, tmp_path):
     assert r.stderr.splitlines() == [f"{p}:1: refused: too many nodes (more than 200000; an alias bomb?)",
                                      summary(p, 1)]
     assert "Traceback" not in r.stderr
-
-
-def test_alias_bomb_refused_in_process(run, tmp_path):
-    p = tmp_path / "bomb.yaml"
-    p.write_text(SRC + _bomb(), encoding="utf-8")
-    start = time.process_time()
-    assert_check_fails(run, p, [f"{p}:1: refused: too many nodes (more than 200000; an alias bomb?)"])
-    assert time.process_time() - start < 2.0
 
 
 def test_alias_bomb_in_other_commands(run, tmp_path):

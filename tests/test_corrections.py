@@ -206,6 +206,27 @@ def test_refund_of_non_member_refused(run):
     assert r.exit_code == 1
 
 
+def test_refund_after_leave_becomes_debt_of_the_phone(run):
+    # RULES.md is silent; docs/rules.md decides: "Debt survives leaving ... A refund of a
+    # spending from a membership that has since ended is still recorded, entirely as debt",
+    # repaid by the credits of a later membership.
+    base(run)
+    assert run.j("leave", A, "--yes", "--at", "2025-02-02T10:00")["forfeited"] == 350
+    v = refund(run, A, "tx1", "2025-02-03T10:00")
+    assert (v["points_taken"], v["debt"], v["balance"]) == (0, 200, 0)
+    j = join(run, A, "2025-02-04T10:00")  # no welcome the second time
+    assert j["welcome"] == []
+    e = earn(run, A, "500", "mobile", "2025-02-05T10:00", "tx2")  # 100 points, all repay the debt
+    assert e["points"] == 100
+    b = bal(run, A, "2025-02-05T11:00")
+    assert (b["available"], b["debt"]) == (0, 100)
+    e = earn(run, A, "1000", "mobile", "2025-02-06T10:00", "tx3")  # 200: 100 repay, a lot of 100
+    b = bal(run, A, "2025-02-06T11:00")
+    assert (b["available"], b["debt"]) == (100, 0)
+    assert lots(run, A, "2025-02-06T11:00") == [("2026-02-06", 100)]
+    sound(run, "2025-02-07")
+
+
 def test_refund_bad_amount_exit_2(run, data_dir):
     base(run)
     before = ledger_bytes(data_dir, A)
@@ -296,6 +317,16 @@ def test_repeated_refund_ref_changes_nothing(run, data_dir):
     # without --ref a second refund is a new refund: another 20
     assert refund(run, A, "tx1", "2025-02-04T10:00", "--amount", "100")["balance"] == 310
     sound(run, "2025-02-05")
+
+
+def test_refused_refund_does_not_use_up_its_ref(run):
+    base(run)
+    r = run("refund", A, "tx1", "--amount", "5000", "--ref", "rf-9", "--at", "2025-02-02T10:00")
+    assert r.exit_code == 1
+    v = refund(run, A, "tx1", "2025-02-02T11:00", "--amount", "100", "--ref", "rf-9")
+    assert v["duplicate"] is False
+    assert v["points_taken"] == 20
+    sound(run, "2025-02-03")
 
 
 def test_refunded_card_payment_lowers_next_month_tier_welcome_stays(run):

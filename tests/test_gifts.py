@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from bonuscli.cli import cli  # noqa: F401  (the CLI under test, through the `run` fixture)
+from bonuscli import rules
 
 A = "9161234567"  # sender in most tests, RU-MOW
 B = "9167654321"  # recipient in most tests, RU-MOW
@@ -501,3 +501,35 @@ def test_settled_states_survive_later_changes_of_the_sender(run, data_dir):
     r = bal(run, B, "2025-04-04T12:00")
     assert (r["available"], r["pending_in"]) == (150 + 100, [])
     check_ok(run, "2025-04-04T12:00")
+
+
+# ---------------------------------------------------------------- the pure outcome function
+
+
+def test_gift_outcome_is_a_function_of_both_ledgers():
+    """docs/ledger.md: the gift exists once the gift_in is written; the recipient's
+    decision is the authority; no decision by the deadline -> returned at the deadline;
+    the sender leaving first -> forfeited."""
+    offered, deadline = "2025-03-06T10:00:00+03:00", "2025-04-05T10:00:00+03:00"
+    out = [{"type": "gift_out", "at": offered, "id": f"{A}.3", "gift_id": "gx", "to": B, "points": 300,
+            "deadline": deadline, "lots": [{"expires_on": "2026-03-01", "points": 300}]}]
+    inn = [{"type": "gift_in", "at": offered, "id": f"{B}.2", "gift_id": "gx", "from": A, "points": 300,
+            "offered_at": offered, "deadline": deadline, "lots": [{"expires_on": "2026-03-01", "points": 300}]}]
+    t = dt.datetime(2025, 3, 20, 12, 0, tzinfo=MSK)
+    dl = dt.datetime(2025, 4, 5, 10, 0, tzinfo=MSK)
+    assert rules.gift_outcome("gx", out, [], t)[0] == "cancelled"
+    assert rules.gift_outcome("gx", out, inn, t)[0] == "pending"
+    assert rules.gift_outcome("gx", out, inn, dl - dt.timedelta(seconds=1))[0] == "pending"
+    assert rules.gift_outcome("gx", out, inn, dl) == ("returned", dl)
+    decided = dt.datetime(2025, 3, 7, 10, 0, tzinfo=MSK)
+    acc = inn + [{"type": "gift_accept", "at": "2025-03-07T10:00:00+03:00", "id": f"{B}.3", "gift_id": "gx",
+                  "from": A, "lots": []}]
+    assert rules.gift_outcome("gx", out, acc, t) == ("accepted", decided)
+    assert rules.gift_outcome("gx", out, acc, dl + dt.timedelta(days=5)) == ("accepted", decided)
+    rej = inn + [{"type": "gift_reject", "at": "2025-03-07T10:00:00+03:00", "id": f"{B}.3", "gift_id": "gx",
+                  "from": A, "reason": "rejected"}]
+    assert rules.gift_outcome("gx", out, rej, t) == ("rejected", decided)
+    left = out + [{"type": "leave", "at": "2025-03-07T10:00:00+03:00", "id": f"{A}.4", "points": 50,
+                   "held_out": 300}]
+    assert rules.gift_outcome("gx", left, inn, t) == ("forfeited", decided)
+    assert rules.gift_outcome("gx", left, inn, dl + dt.timedelta(days=5)) == ("forfeited", decided)
