@@ -16,7 +16,7 @@ from typing import Callable, NamedTuple
 
 from bonuscli import render, rules
 from bonuscli.model import EXIT_CLASSES as EXIT
-from bonuscli.model import BadInput, BonusError, FilesError, Refusal, from_iso, normalize_phone, parse_when
+from bonuscli.model import BadInput, BonusError, FilesError, Refusal, normalize_phone, parse_when
 
 
 class Row(NamedTuple):
@@ -161,19 +161,18 @@ def run(env, source: str, spec: Spec, dry_run: bool, title: str) -> int:
 
 
 def _member(env, phone, rows, spec, dry_run, counts, problems):
-    from bonuscli.cli import load_member, stamp, warn_torn
+    from bonuscli.cli import load_member, stamp
 
     cat = env.catalog
     rows = sorted(rows, key=lambda r: (r.at or env.now))
     try:
         with env.store.locked([phone]) if not dry_run else _nolock():
-            led = env.store.read(phone)
-            warn_torn(led)
-            last = from_iso(led.events[-1]["at"]) if led.events and led.events[-1]["at"] else None
+            ledgers = {}
             first = rows[0].at or env.now
-            asof = max(first, last) if last else first
-            m = load_member(env, phone, {phone: led}, asof)
-            count = len(led.events) + (1 if led.torn else 0)
+            m = load_member(env, phone, ledgers, first, full=True)
+            led = ledgers[phone]
+            asof = m.now
+            count = m.count + (1 if led.torn else 0)
             events = stamp(phone, count, rules.seals(cat, m, asof))
             applied = 0
             for row in rows:

@@ -269,26 +269,61 @@ def warn_torn(led) -> None:
         render.warn(msg)
 
 
-def load_member(env: Env, phone: str, ledgers=None, now=None, full=False):
+CHECKPOINT_MIN = 400  # events replayed before a member's state is worth saving
+
+
+def catalog_key(env) -> str:
+    if getattr(env, "_catalog_key", None) is None:
+        import hashlib
+        import pickle
+
+        env._catalog_key = hashlib.sha256(pickle.dumps(env.catalog, protocol=4)).hexdigest()[:32] + __version__
+    return env._catalog_key
+
+
+def load_member(env: Env, phone: str, ledgers=None, now=None, full=False, register=False):
     """Replay one member (reading the peers its unsettled gifts and referrals need).
 
-    `full`: replay every event even when `now` is earlier than the last one (for decisions:
-    a repeated ref is then still found, and anything else is refused as out of order).
+    `ledgers` collects what was read (phone -> LedgerRead; a checkpointed member's entry holds
+    only the lines after its checkpoint). `full`: replay every event even when `now` is earlier
+    than the last one (for decisions: a repeated ref is then still found, and anything else is
+    refused as out of order). `register`: the history rows are needed (no checkpoint).
     """
     ledgers = ledgers if ledgers is not None else {}
     now = now or env.now
+    cat = env.catalog
+    root = env.data_dir
+    path = env.store.path(phone)
     led = ledgers.get(phone)
+    snap = None
+    if led is None and not register:
+        cp = ledger_mod.load_checkpoint(root, phone, catalog_key(env))
+        if cp is not None:
+            tail = ledger_mod.read_after(path, cp["offset"], cp["last_len"], cp["last_hash"], cp["lines"] + 1)
+            first_at = model.from_iso(tail.events[0]["at"]) if tail is not None and tail.events else None
+            if tail is not None and (first_at is None or first_at >= cp["advanced_to"]):
+                if full and tail.events and tail.events[-1]["at"]:
+                    now = max(now, model.from_iso(tail.events[-1]["at"]))
+                if now >= cp["advanced_to"]:
+                    led, snap = tail, cp
     if led is None:
-        led = ledgers[phone] = env.store.read(phone)
-        warn_torn(led)
-    if full and led.events and led.events[-1]["at"]:
+        led = env.store.read(phone)
+    ledgers[phone] = led
+    warn_torn(led)
+    if snap is None and full and led.events and led.events[-1]["at"]:
         now = max(now, model.from_iso(led.events[-1]["at"]))
     peers = {}
     for p in rules.peers_needed(led.events, now):
-        if p not in ledgers:
-            ledgers[p] = env.store.read(p)
-        peers[p] = ledgers[p].events
-    return rules.replay(env.catalog, phone, led.events, now, peers)
+        peers[p] = env.store.read(p).events if p != phone else led.events
+    if snap is not None:
+        m = rules.resume(cat, snap["member"], led.events, now, peers)
+        replayed = len(led.events)
+    else:
+        m = rules.replay(cat, phone, led.events, now, peers)
+        replayed = len(led.events)
+    if replayed >= CHECKPOINT_MIN and led.torn is None and rules.checkpointable(m):
+        ledger_mod.save_checkpoint(root, phone, catalog_key(env), led, rules.freeze(m), now)
+    return m
 
 
 def stamp(phone: str, count: int, events) -> list:
@@ -305,7 +340,7 @@ def write_decision(env: Env, result, members, ledgers):
         m = members.get(phone)
         led = ledgers[phone]
         evs = (rules.seals(env.catalog, m, env.now) if m is not None else []) + list(events)
-        count = len(led.events) + (1 if led.torn else 0)
+        count = (m.count if m is not None else len(led.events)) + (1 if led.torn else 0)
         env.store.append(phone, stamp(phone, count, evs), led, env.fault)
 
 
@@ -314,9 +349,7 @@ def transact(env: Env, phones, decide):
     cat = env.catalog
     now = env.now
     with env.store.locked(phones):
-        ledgers = {p: env.store.read(p) for p in phones}
-        for led in ledgers.values():
-            warn_torn(led)
+        ledgers = {}
         members = {p: load_member(env, p, ledgers, now, full=True) for p in phones}
         result = decided(decide(cat, members, now))
         write_decision(env, result, members, ledgers)
@@ -627,7 +660,7 @@ def history_cmd(ctx, phone):
     """
     env = env_of(ctx)
     phone = phone_arg(phone)
-    m = load_member(env, phone)
+    m = load_member(env, phone, register=True)
     if m.join is None and not m.register:
         raise not_member_error(phone)
     rows = m.register
@@ -1133,7 +1166,7 @@ def explain_cmd(ctx, phone, key):
     """
     env = env_of(ctx)
     phone = phone_arg(phone)
-    view = viewed(rules.explain(env.catalog, load_member(env, phone), env.now, key))
+    view = viewed(rules.explain(env.catalog, load_member(env, phone, register=True), env.now, key))
     emit(env, view, lambda v: "\n".join(f"{s['rule']}: {s['detail']}" for s in v["steps"]))
 
 

@@ -35,6 +35,7 @@ class LedgerRead(NamedTuple):
     size: int
     tail: bytes = b""  # the last line's bytes (the torn text when torn): what the next `prev` hashes
     pretail: Optional[bytes] = None  # when torn: the last complete line, which the repair links to
+    lines: int = 0  # complete lines in the file
 
 
 def line_hash(raw: bytes) -> str:
@@ -87,19 +88,23 @@ def _corrupt(path: Path, line: int, why: str) -> FilesError:
     )
 
 
-def parse(path: Path, data: bytes) -> LedgerRead:
-    """Parse a ledger's bytes. Pure: no I/O."""
+def parse(path: Path, data: bytes, first: int = 1, base: int = 0, before: Optional[bytes] = None) -> LedgerRead:
+    """Parse a ledger's bytes. Pure: no I/O.
+
+    For a tail read (after a checkpoint), `data` starts at byte `base`, on line `first`, and
+    `before` is the last line ahead of it.
+    """
     torn = None
     lines = data.split(b"\n")
     if lines and lines[-1] == b"":
         lines.pop()
     elif lines:
         torn_text = lines.pop()
-        torn = Torn(len(lines) + 1, len(data) - len(torn_text))
+        torn = Torn(len(lines) + first, base + len(data) - len(torn_text))
     if torn is None:
         torn_text = b""
     parsed, bad, repaired = [], [], set()
-    for n, raw in enumerate(lines, start=1):
+    for n, raw in enumerate(lines, start=first):
         try:
             event = json.loads(raw)
             if not isinstance(event, dict) or any(k not in event for k in REQUIRED):
@@ -126,9 +131,31 @@ def parse(path: Path, data: bytes) -> LedgerRead:
                 "ledger-newer",
             )
         events.append(event)
-    tail = torn_text if torn is not None else (lines[-1] if lines else b"")
-    pretail = (lines[-1] if lines else None) if torn is not None else None
-    return LedgerRead(path, tuple(events), torn, len(data), tail, pretail)
+    tail = torn_text if torn is not None else (lines[-1] if lines else (before or b""))
+    pretail = (lines[-1] if lines else before) if torn is not None else None
+    return LedgerRead(path, tuple(events), torn, base + len(data), tail, pretail, first - 1 + len(lines))
+
+
+def read_after(path: Path, offset: int, last_len: int, last_hash: str, first: int) -> Optional[LedgerRead]:
+    """The events after byte `offset`, if the line ending there is still the one checkpointed.
+
+    Returns None when the file no longer matches (shorter, or that line differs): read it whole.
+    """
+    try:
+        with open(path, "rb") as f:
+            start = offset - last_len - 1
+            if start < 0:
+                return None
+            f.seek(start)
+            data = f.read()
+    except OSError:
+        return None
+    if len(data) < last_len + 1 or data[last_len:last_len + 1] != b"\n":
+        return None
+    before = data[:last_len]
+    if line_hash(before) != last_hash:
+        return None
+    return parse(path, data[last_len + 1:], first, offset, before)
 
 
 def read(path: Path) -> LedgerRead:
@@ -294,3 +321,47 @@ def _link(chunks: list, event: dict, prev_raw) -> bytes:
 
 def encode(event: dict) -> bytes:
     return (json.dumps(event, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+
+
+# ---------------------------------------------------------------- checkpoints (derived, rebuildable)
+
+CHECKPOINT_VERSION = 1
+
+
+def checkpoint_path(root: Path, phone: str) -> Path:
+    paths.ledger_path(root, phone)
+    return root / "cache" / "members" / f"{phone}.ckpt"
+
+
+def load_checkpoint(root: Path, phone: str, key: str):
+    """The saved state of a member, or None. Any problem with the file is a miss."""
+    import pickle
+
+    try:
+        with open(checkpoint_path(root, phone), "rb") as f:
+            doc = pickle.load(f)
+        if doc.get("version") != CHECKPOINT_VERSION or doc.get("key") != key:
+            return None
+        return doc
+    except Exception:
+        return None
+
+
+def save_checkpoint(root: Path, phone: str, key: str, led: LedgerRead, member, advanced_to) -> None:
+    """Save a member's state as of the end of `led` (never when a line is torn)."""
+    import pickle
+
+    if led.torn is not None or not led.tail:
+        return
+    doc = {"version": CHECKPOINT_VERSION, "key": key, "offset": led.size, "last_len": len(led.tail),
+           "last_hash": line_hash(led.tail), "lines": led.lines, "advanced_to": advanced_to, "member": member}
+    path = checkpoint_path(root, phone)
+    try:
+        paths.make_private_dir(path.parent)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            pickle.dump(doc, f, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp, path)
+    except Exception:
+        pass

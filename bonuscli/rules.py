@@ -10,6 +10,7 @@ Imports model only.
 from __future__ import annotations
 
 import datetime as dt
+import bisect
 import hashlib
 import heapq
 from decimal import Decimal
@@ -153,6 +154,53 @@ class Lot:
     def key(self):
         return (self.expires_on, self.seq)
 
+    def __reduce__(self):  # compact and fast to load: checkpoints hold tens of thousands of lots
+        return (_lot, (self.id, self.credited_at.timestamp(), self.expires_on.toordinal(), self.points, self.reason,
+                       self.seq, self.original))
+
+
+def _lot(id, ts, ordinal, points, reason, seq, original):
+    lot = Lot(id, dt.datetime.fromtimestamp(ts, dt.timezone.utc), dt.date.fromordinal(ordinal), points, reason, seq)
+    lot.original = original
+    return lot
+
+
+_EARN_KEYS = ("id", "at", "amount", "category", "points", "coefficient", "rub_per_point", "bonuses",
+              "refunded_amount", "refunded_points")
+
+
+class Earns(dict):
+    """ref -> earn record; records saved in a checkpoint stay packed until one is looked up."""
+
+    def __getitem__(self, ref):
+        rec = dict.__getitem__(self, ref)
+        if type(rec) is tuple:
+            rec = dict(zip(_EARN_KEYS, rec))
+            rec["at"] = dt.datetime.fromtimestamp(rec["at"], dt.timezone.utc)
+            rec["amount"] = Decimal(rec["amount"])
+            rec["refunded_amount"] = Decimal(rec["refunded_amount"])
+            dict.__setitem__(self, ref, rec)
+        return rec
+
+    def get(self, ref, default=None):
+        return self[ref] if ref in self else default
+
+    def __reduce__(self):
+        packed = {}
+        for ref, rec in dict.items(self):
+            if type(rec) is not tuple:
+                rec = (rec["id"], rec["at"].timestamp(), str(rec["amount"]), rec["category"], rec["points"],
+                       rec["coefficient"], rec["rub_per_point"], rec["bonuses"], str(rec["refunded_amount"]),
+                       rec["refunded_points"])
+            packed[ref] = rec
+        return (_earns, (packed,))
+
+
+def _earns(packed):
+    e = Earns()
+    dict.update(e, packed)
+    return e
+
 
 def gift_id_for(sender: str, recipient: str, at: str, count: int, salt: int = 0) -> str:
     h = hashlib.sha256(f"{sender}>{recipient}@{at}#{count}/{salt}".encode()).digest()
@@ -246,10 +294,11 @@ class Member:
         self.join = None  # the current (last) membership's join event
         self.left_at = None
         self.lots = []
+        self._avail = 0
         self.debt = 0
         self.totals = dict(credited=0, spent=0, expired=0, forfeited=0, gifted=0, received=0,
                            refunded=0, debited=0)
-        self.earns = {}  # ref -> earn record
+        self.earns = Earns()  # ref -> earn record
         self.refunds = {}  # refund ref -> view
         self.adjusts = {}  # adjust ref -> view
         self.month_spend = {}  # (category, y, m) -> Decimal, applied earns less refunds
@@ -264,9 +313,30 @@ class Member:
         self._seq = 0
         self.now = None
 
-    # -- lots
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["orders"] = [(at.timestamp(), code, cat, until.timestamp() if until else None, name)
+                           for at, code, cat, until, name in self.orders]
+        return state
+
+    def __setstate__(self, state):
+        utc = dt.timezone.utc
+        state["orders"] = [(dt.datetime.fromtimestamp(at, utc), code, cat,
+                            dt.datetime.fromtimestamp(until, utc) if until is not None else None, name)
+                           for at, code, cat, until, name in state["orders"]]
+        self.__dict__.update(state)
+
+    # -- lots: kept sorted by (expires_on, seq); `_avail` is their sum
     def available(self) -> int:
-        return sum(l.points for l in self.lots)
+        return self._avail
+
+    def _add_lot(self, lot) -> None:
+        bisect.insort(self.lots, lot, key=Lot.key)
+        self._avail += lot.points
+
+    def _clear_lots(self) -> int:
+        gone, self.lots, self._avail = self._avail, [], 0
+        return gone
 
     def held_out(self) -> int:
         return sum(g["points"] for g in self.gifts_out.values() if g["status"] == "pending")
@@ -294,8 +364,7 @@ class Member:
         if exp <= local_date(self.cat, at):
             self.totals["expired"] += points
             return 0
-        self.lots.append(Lot(id, at, exp, points, reason, self._seq))
-        self.lots.sort(key=Lot.key)
+        self._add_lot(Lot(id, at, exp, points, reason, self._seq))
         return points
 
     def take(self, points, first=None):
@@ -303,33 +372,46 @@ class Member:
 
         Returns the lots taken as [{expires_on, points, lot}]."""
         taken = []
-        order = list(self.lots)
-        if first is not None:
-            order.sort(key=lambda l: (l.id != first, l.key()))
-        for lot in order:
+        if first is not None and points > 0:
+            for i, lot in enumerate(self.lots):
+                if lot.id == first:
+                    n = min(lot.points, points)
+                    lot.points -= n
+                    points -= n
+                    self._avail -= n
+                    taken.append({"expires_on": lot.expires_on.isoformat(), "points": n, "lot": lot.id})
+                    if lot.points == 0:
+                        del self.lots[i]
+                    break
+        used = 0
+        for lot in self.lots:
             if points <= 0:
                 break
             n = min(lot.points, points)
             lot.points -= n
             points -= n
+            self._avail -= n
             taken.append({"expires_on": lot.expires_on.isoformat(), "points": n, "lot": lot.id})
-        self.lots = [l for l in self.lots if l.points > 0]
+            if lot.points == 0:
+                used += 1
+        if used:
+            del self.lots[:used]
         return taken
 
     def expire(self, when):
         today = local_date(self.cat, when)
-        if not self.lots or self.lots[0].expires_on > today:
-            return
-        keep = []
+        n = 0
         for lot in self.lots:
-            if lot.expires_on <= today:
-                self.totals["expired"] += lot.points
-                lot_points, lot.points = lot.points, 0
-                self._row(day_start(self.cat, lot.expires_on), lot.id, "expire", -lot_points,
-                          f"{lot_points} points of {lot.reason} credited {local_date(self.cat, lot.credited_at)} expired")
-            else:
-                keep.append(lot)
-        self.lots = keep
+            if lot.expires_on > today:
+                break
+            n += 1
+            self.totals["expired"] += lot.points
+            self._avail -= lot.points
+            lot_points, lot.points = lot.points, 0
+            self._row(day_start(self.cat, lot.expires_on), lot.id, "expire", -lot_points,
+                      f"{lot_points} points of {lot.reason} credited {local_date(self.cat, lot.credited_at)} expired")
+        if n:
+            del self.lots[:n]
 
     def schedule(self, at, kind, payload):
         self._seq += 1
@@ -385,8 +467,7 @@ class Member:
     def credit_back(self, at, id, points, expires_on):
         """Points returning to their owner: not new credits, no debt repayment."""
         self._seq += 1
-        self.lots.append(Lot(id, at, expires_on, points, "gift return", self._seq))
-        self.lots.sort(key=Lot.key)
+        self._add_lot(Lot(id, at, expires_on, points, "gift return", self._seq))
 
     # -- stored events
     def apply(self, e, at, peers):
@@ -403,9 +484,8 @@ class Member:
         self.schedule(from_iso(e["active_from"]), "activate", e)
 
     def _ev_leave(self, e, at, peers):
-        lost = self.available()
+        lost = self._clear_lots()
         self.totals["forfeited"] += lost
-        self.lots = []
         self.left_at = at
         self._row(at, e["id"], "leave", -lost, f"left the program; {lost} points forfeited")
 
@@ -504,11 +584,10 @@ class Member:
             self.totals["received"] += l["points"]
             self._seq += 1
             if exp > local_date(self.cat, at):
-                self.lots.append(Lot(e["id"], at, exp, l["points"], "gift", self._seq))
+                self._add_lot(Lot(e["id"], at, exp, l["points"], "gift", self._seq))
                 got += l["points"]
             else:
                 self.totals["expired"] += l["points"]
-        self.lots.sort(key=Lot.key)
         if e["gift_id"] in self.gifts_in:
             self.gifts_in[e["gift_id"]]["status"] = "accepted"
         self._row(at, e["id"], "gift_accept", got, f"gift {e['gift_id']} from {e['from']} accepted", gift_id=e["gift_id"])
@@ -583,14 +662,63 @@ def replay(cat: Catalog, phone: str, events, now: dt.datetime, peers=None) -> Me
 
 def preview(m: Member, decision: Decision) -> Member:
     """The member as it would be after a decision's own events (for a decision that builds on another)."""
-    events = list(m._own)
-    at = m.now
+    import copy
+
+    m2 = copy.deepcopy(m, {id(m.cat): m.cat})
+    m2._own = list(m._own)
     for phone, evs in decision.writes:
         if phone == m.phone:
             for i, e in enumerate(evs):
-                events.append(dict(e, v=1, id=f"{m.phone}.preview{i}"))
-                at = max(at, from_iso(e["at"]))
-    return replay(m.cat, m.phone, events, at, {})
+                extend(m2, dict(e, v=1, id=f"{m.phone}.preview{i}"))
+    return m2
+
+
+def checkpointable(m: Member) -> bool:
+    """True when the state depends on this ledger's own lines only (nothing scheduled, no gift
+    or referral waiting on another ledger), so it can be saved and resumed from (docs/performance.md)."""
+    if m._sched or m.join is None:
+        return False
+    if any(g["status"] == "pending" or g["outcome"] in ("pending", "unknown") for g in m.gifts_out.values()):
+        return False
+    if any(g["status"] == "pending" for g in m.gifts_in.values()):
+        return False
+    if any(r["status"] not in ("credited", "void") for r in m.referrals.values()):
+        return False
+    return not peers_needed(m._own, m.now)
+
+
+def freeze(m: Member) -> Member:
+    """A copy fit to pickle: no catalog, no register, no event list."""
+    import copy
+
+    cat, own, register = m.cat, m._own, m.register
+    m.cat, m._own, m.register = None, [], []
+    try:
+        return copy.copy(m)
+    finally:
+        m.cat, m._own, m.register = cat, own, register
+
+
+def resume(cat: Catalog, m: Member, events, now: dt.datetime, peers=None) -> Member:
+    """Continue a checkpointed member with the events appended after it."""
+    m.cat = cat
+    m.now = now
+    m.register = []
+    m.count += len(events)
+    for e in reversed(events):
+        if e["at"]:
+            at = from_iso(e["at"])
+            m.last_at = at if m.last_at is None else max(m.last_at, at)
+            break
+    own = _events_until(events, now)
+    m._own = own
+    peers = {p: _events_until(evs, now) for p, evs in (peers or {}).items()}
+    for e in own:
+        at = from_iso(e["at"])
+        m.advance(at)
+        m.apply(e, at, peers)
+    m.advance(now)
+    return m
 
 
 def extend(m: Member, event: dict) -> None:
