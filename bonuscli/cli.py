@@ -171,6 +171,11 @@ class BonusGroup(click.Group):
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         args = list(sys.argv[1:] if args is None else args)
         as_json = "--json" in args
+        if any("\x00" in str(a) for a in args):
+            render.error(model.BadInput("arguments cannot contain NUL bytes", "usage"), as_json)
+            if standalone_mode:
+                sys.exit(2)
+            return 2
         debug = "--debug" in args
         try:
             rv = super().main(args=args, prog_name=prog_name or "bonuscli", complete_var=complete_var,
@@ -319,7 +324,7 @@ def load_member(env: Env, phone: str, ledgers=None, now=None, full=False, regist
         m = rules.resume(cat, snap["member"], led.events, now, peers)
         replayed = len(led.events)
     else:
-        m = rules.replay(cat, phone, led.events, now, peers)
+        m = rules.replay(cat, phone, led.events, now, peers, register=register)
         replayed = len(led.events)
     if replayed >= CHECKPOINT_MIN and led.torn is None and rules.checkpointable(m):
         ledger_mod.save_checkpoint(root, phone, catalog_key(env), led, rules.freeze(m), now)
@@ -736,8 +741,9 @@ def earn_human(v):
 @click.option("--explain", is_flag=True, help="Show each rule applied (also on a refusal).")
 @click.option("--from", "from_file", type=click.Path(dir_okay=False, allow_dash=True),
               help="Batch: a CSV (phone,amount,category,ref[,at]) or JSON-lines file, - for stdin.")
+@click.option("--jobs", type=click.IntRange(min=1), help="Batch: processes to spread members over (default: the core count).")
 @click.pass_context
-def earn_cmd(ctx, phone, amount, category, ref, dry_run, explain, from_file):
+def earn_cmd(ctx, phone, amount, category, ref, dry_run, explain, from_file, jobs):
     """Record a spending and credit its points (or a whole batch with --from).
 
     \b
@@ -750,7 +756,7 @@ def earn_cmd(ctx, phone, amount, category, ref, dry_run, explain, from_file):
             raise model.BadInput("--from takes no PHONE, AMOUNT, --category or --ref: they come from the file", "usage")
         from bonuscli import batch
 
-        code = batch.earn_batch(env, from_file, dry_run)
+        code = batch.earn_batch(env, from_file, dry_run, jobs)
         ctx.exit(code)
     if phone is None or amount is None:
         raise model.BadInput("earn needs PHONE and AMOUNT (or --from FILE)", "usage")
@@ -1088,9 +1094,10 @@ def parse_points(text, what="POINTS") -> int:
 @click.option("--ref", "refund_ref", help="This refund's own reference: a repeat changes nothing.")
 @click.option("--from", "from_file", type=click.Path(dir_okay=False, allow_dash=True),
               help="Batch: CSV (phone,ref,amount,refund_ref[,at]) or JSON lines, - for stdin.")
+@click.option("--jobs", type=click.IntRange(min=1), help="Batch: processes to spread members over (default: the core count).")
 @click.option("--explain", is_flag=True, help="Show how the points taken back were computed.")
 @click.pass_context
-def refund_cmd(ctx, phone, ref, amount, refund_ref, from_file, explain):
+def refund_cmd(ctx, phone, ref, amount, refund_ref, from_file, explain, jobs):
     """Take back the points of a refunded spending (recorded with earn --ref REF).
 
     \b
@@ -1102,7 +1109,7 @@ def refund_cmd(ctx, phone, ref, amount, refund_ref, from_file, explain):
             raise model.BadInput("--from takes no PHONE, REF, --amount or --ref: they come from the file", "usage")
         from bonuscli import batch
 
-        ctx.exit(batch.run(env, from_file, batch.REFUND, False, "refunding"))
+        ctx.exit(batch.run(env, from_file, batch.REFUND, False, "refunding", jobs))
     if phone is None or ref is None:
         raise model.BadInput("refund needs PHONE and REF (or --from FILE)", "usage")
     phone = phone_arg(phone)
@@ -1126,8 +1133,9 @@ def refund_cmd(ctx, phone, ref, amount, refund_ref, from_file, explain):
 @click.option("--expires-on", help="Expiry date of a credit (default: the normal 12 months).")
 @click.option("--from", "from_file", type=click.Path(dir_okay=False, allow_dash=True),
               help="Batch: CSV (phone,points,reason,ref[,expires_on,region,at]) or JSON lines, - for stdin.")
+@click.option("--jobs", type=click.IntRange(min=1), help="Batch: processes to spread members over (default: the core count).")
 @click.pass_context
-def adjust_cmd(ctx, phone, points, reason, ref, expires_on, from_file):
+def adjust_cmd(ctx, phone, points, reason, ref, expires_on, from_file, jobs):
     """An operator's credit (+POINTS) or debit (-POINTS), always with a reason.
 
     \b
@@ -1140,7 +1148,7 @@ def adjust_cmd(ctx, phone, points, reason, ref, expires_on, from_file):
             raise model.BadInput("--from takes no PHONE, POINTS, --reason or --ref: they come from the file", "usage")
         from bonuscli import batch
 
-        ctx.exit(batch.run(env, from_file, batch.ADJUST, False, "adjusting"))
+        ctx.exit(batch.run(env, from_file, batch.ADJUST, False, "adjusting", jobs))
     if phone is None or points is None:
         raise model.BadInput("adjust needs PHONE and POINTS (or --from FILE)", "usage")
     phone = phone_arg(phone)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import bisect
+import functools
 import hashlib
 import heapq
 from decimal import Decimal
@@ -33,13 +34,21 @@ def local(cat: Catalog, when: dt.datetime) -> dt.datetime:
 
 
 def local_date(cat: Catalog, when: dt.datetime) -> dt.date:
-    return when.astimezone(cat.tz).date()
+    return _local_date(cat.timezone, when)
+
+
+@functools.lru_cache(maxsize=65536)
+def _local_date(tzname: str, when: dt.datetime) -> dt.date:
+    from bonuscli.model import zone
+
+    return when.astimezone(zone(tzname)).date()
 
 
 def day_start(cat: Catalog, day: dt.date) -> dt.datetime:
     return dt.datetime(day.year, day.month, day.day, tzinfo=cat.tz)
 
 
+@functools.lru_cache(maxsize=65536)
 def add_months(day: dt.date, months: int) -> dt.date:
     """Same day-of-month `months` later, clamped to the month's end."""
     y, m = divmod(day.month - 1 + months, 12)
@@ -108,9 +117,17 @@ def points_for(amount: Decimal, coefficient: Decimal, rub_per_point: int) -> int
     return int((amount * coefficient) // Decimal(rub_per_point))
 
 
-def rate(cat: Catalog, category: str, *, since=None, on=None, months=None, card_last_month=Decimal(0)):
-    """(coefficient, rub_per_point, steps) for a spending in `category`."""
+def rate(cat: Catalog, category: str, *, since=None, on=None, months=None, card_last_month=Decimal(0),
+         explain=True):
+    """(coefficient, rub_per_point, steps) for a spending in `category` (steps None unless `explain`)."""
     c = cat.categories[category]
+    if not explain:
+        rpp = card_rate(cat, card_last_month) if c.tiered else c.rub_per_point
+        coef = Decimal("1.0")
+        if c.tenure:
+            coef = tenure_for_months(cat, months) if months is not None else (
+                tenure_coefficient(cat, since, on) if since is not None and on is not None else coef)
+        return coef, rpp, None
     steps = []
     if c.tiered:
         rpp = card_rate(cat, card_last_month)
@@ -308,6 +325,7 @@ class Member:
         self.gifts_in = {}
         self.referrals = {}
         self.register = []
+        self.keep = True  # build the register (history rows); off for decisions and balances
         self.welcomed = False
         self._sched = []
         self._seq = 0
@@ -408,7 +426,7 @@ class Member:
             self.totals["expired"] += lot.points
             self._avail -= lot.points
             lot_points, lot.points = lot.points, 0
-            self._row(day_start(self.cat, lot.expires_on), lot.id, "expire", -lot_points,
+            self.keep and self._row(day_start(self.cat, lot.expires_on), lot.id, "expire", -lot_points,
                       f"{lot_points} points of {lot.reason} credited {local_date(self.cat, lot.credited_at)} expired")
         if n:
             del self.lots[:n]
@@ -431,7 +449,7 @@ class Member:
         for item in join.get("welcome", ()):
             got = self.credit(at, f"{join['id']}/{item['reason']}", item["points"], item["reason"])
             self.welcomed = True
-            self._row(at, join["id"], "welcome", got, f"{item['reason']} bonus at activation", earned=item["points"])
+            self.keep and self._row(at, join["id"], "welcome", got, f"{item['reason']} bonus at activation", earned=item["points"])
 
     def _at_referral(self, at, rec):
         if self.left_at is not None and self.left_at <= at:
@@ -439,7 +457,7 @@ class Member:
             return
         got = self.credit(at, rec["id"], rec["points"], "referral")
         rec["status"] = "credited"
-        self._row(at, rec["id"], "referral", got, f"referral bonus for inviting {rec['invitee']}", earned=rec["points"])
+        self.keep and self._row(at, rec["id"], "referral", got, f"referral bonus for inviting {rec['invitee']}", earned=rec["points"])
 
     def _at_gift_end(self, at, g):
         status = g["outcome"]
@@ -452,16 +470,16 @@ class Member:
         if status in ("returned", "rejected", "cancelled"):
             for l in alive:
                 self.credit_back(at, g["id"], l["points"], dt.date.fromisoformat(l["expires_on"]))
-            self._row(at, g["id"], "gift_return", sum(l["points"] for l in alive),
+            self.keep and self._row(at, g["id"], "gift_return", sum(l["points"] for l in alive),
                       f"gift {g['gift_id']} to {g['to']} {status}; points back with their dates"
                       + (f", {lost} expired while held" if lost else ""), gift_id=g["gift_id"], expired=lost)
         elif status == "accepted":
             self.totals["gifted"] += g["points"] - lost
-            self._row(at, g["id"], "gift_accepted", 0, f"gift {g['gift_id']} accepted by {g['to']}", gift_id=g["gift_id"],
+            self.keep and self._row(at, g["id"], "gift_accepted", 0, f"gift {g['gift_id']} accepted by {g['to']}", gift_id=g["gift_id"],
                       gifted=g["points"] - lost, expired=lost)
         elif status == "forfeited":
             self.totals["forfeited"] += g["points"] - lost
-            self._row(at, g["id"], "gift_forfeited", 0, f"gift {g['gift_id']} forfeited: its sender left",
+            self.keep and self._row(at, g["id"], "gift_forfeited", 0, f"gift {g['gift_id']} forfeited: its sender left",
                       gift_id=g["gift_id"], forfeited=g["points"] - lost, expired=lost)
 
     def credit_back(self, at, id, points, expires_on):
@@ -480,14 +498,14 @@ class Member:
         self.joins.append(e)
         self.join = e
         self.left_at = None
-        self._row(at, e["id"], "join", 0, f"joined by {e['method']} in {e['region']}, active from {e['active_from']}")
+        self.keep and self._row(at, e["id"], "join", 0, f"joined by {e['method']} in {e['region']}, active from {e['active_from']}")
         self.schedule(from_iso(e["active_from"]), "activate", e)
 
     def _ev_leave(self, e, at, peers):
         lost = self._clear_lots()
         self.totals["forfeited"] += lost
         self.left_at = at
-        self._row(at, e["id"], "leave", -lost, f"left the program; {lost} points forfeited")
+        self.keep and self._row(at, e["id"], "leave", -lost, f"left the program; {lost} points forfeited")
 
     def _ev_earn(self, e, at, peers):
         got = self.credit(at, e["id"], e["points"], "earn")
@@ -500,13 +518,13 @@ class Member:
                "bonuses": e.get("bonuses", []), "refunded_amount": Decimal(0), "refunded_points": 0}
         if e.get("ref") is not None:
             self.earns[e["ref"]] = rec
-        self._row(at, e["id"], "earn", got, f"{money(amount)} RUB {e['category']}: {e['points']} points"
+        self.keep and self._row(at, e["id"], "earn", got, f"{money(amount)} RUB {e['category']}: {e['points']} points"
                   + (f" (ref {e['ref']})" if e.get("ref") else ""), ref=e.get("ref"), earned=e["points"])
         for b in e.get("bonuses", ()):
             got = self.credit(at, f"{e['id']}/{b['reason']}", b["points"], b["reason"])
             if b["reason"] == "card_welcome":
                 self.card_welcome_given = True
-            self._row(at, e["id"], b["reason"], got, f"{b['reason']} bonus", earned=b["points"])
+            self.keep and self._row(at, e["id"], b["reason"], got, f"{b['reason']} bonus", earned=b["points"])
 
     def _ev_refund(self, e, at, peers):
         rec = self.earns.get(e["earn_ref"])
@@ -525,7 +543,7 @@ class Member:
                 "refund_ref": e.get("ref"), "taken": taken}
         if e.get("ref") is not None:
             self.refunds[e["ref"]] = view
-        self._row(at, e["id"], "refund", -e["points_taken"],
+        self.keep and self._row(at, e["id"], "refund", -e["points_taken"],
                   f"refund of {e['amount']} RUB on {e['earn_ref']}: {e['points']} points back"
                   + (f", {e['debt_added']} as debt" if e.get("debt_added") else ""), ref=e.get("ref"),
                   refunded=e["points_taken"] + e.get("debt_added", 0), taken=taken)
@@ -543,14 +561,14 @@ class Member:
         view = {"phone": self.phone, "points": n, "reason": e["reason"], "ref": e.get("ref"), "taken": taken}
         if e.get("ref") is not None:
             self.adjusts[e["ref"]] = view
-        self._row(at, e["id"], "adjust", got, f"adjustment {n:+d}: {e['reason']}", ref=e.get("ref"), taken=taken)
+        self.keep and self._row(at, e["id"], "adjust", got, f"adjustment {n:+d}: {e['reason']}", ref=e.get("ref"), taken=taken)
 
     def _ev_redeem(self, e, at, peers):
         self.take(e["points"])
         self.totals["spent"] += e["points"]
         until = from_iso(e["active_until"]) if e.get("active_until") else None
         self.orders.append((at, e["code"], e["category"], until, e.get("name", e["code"])))
-        self._row(at, e["id"], "redeem", -e["points"], f"ordered {e['code']} via {e['channel']}", code=e["code"])
+        self.keep and self._row(at, e["id"], "redeem", -e["points"], f"ordered {e['code']} via {e['channel']}", code=e["code"])
 
     def _ev_gift_out(self, e, at, peers):
         status, when = gift_outcome(e["gift_id"], self._own, peers.get(e["to"]), self.now)
@@ -565,7 +583,7 @@ class Member:
             self.gifts_out[e["gift_id"]] = g
             return
         self.gifts_out[e["gift_id"]] = g
-        self._row(at, e["id"], "gift_out", -e["points"], f"gift {e['gift_id']} offered to {e['to']}", gift_id=e["gift_id"])
+        self.keep and self._row(at, e["id"], "gift_out", -e["points"], f"gift {e['gift_id']} offered to {e['to']}", gift_id=e["gift_id"])
         if status not in ("pending", "unknown"):
             self.schedule(when, "gift_end", g)
 
@@ -574,7 +592,7 @@ class Member:
         self.gifts_in[e["gift_id"]] = {"id": e["id"], "gift_id": e["gift_id"], "from": e["from"],
                                        "points": e["points"], "offered_at": from_iso(e["offered_at"]),
                                        "deadline": from_iso(e["deadline"]), "status": status, "at": when}
-        self._row(at, e["id"], "gift_in", 0, f"gift {e['gift_id']} of {e['points']} points offered by {e['from']}",
+        self.keep and self._row(at, e["id"], "gift_in", 0, f"gift {e['gift_id']} of {e['points']} points offered by {e['from']}",
                   gift_id=e["gift_id"])
 
     def _ev_gift_accept(self, e, at, peers):
@@ -590,12 +608,12 @@ class Member:
                 self.totals["expired"] += l["points"]
         if e["gift_id"] in self.gifts_in:
             self.gifts_in[e["gift_id"]]["status"] = "accepted"
-        self._row(at, e["id"], "gift_accept", got, f"gift {e['gift_id']} from {e['from']} accepted", gift_id=e["gift_id"])
+        self.keep and self._row(at, e["id"], "gift_accept", got, f"gift {e['gift_id']} from {e['from']} accepted", gift_id=e["gift_id"])
 
     def _ev_gift_reject(self, e, at, peers):
         if e["gift_id"] in self.gifts_in:
             self.gifts_in[e["gift_id"]]["status"] = "rejected"
-        self._row(at, e["id"], "gift_reject", 0, f"gift {e['gift_id']} from {e['from']} rejected", gift_id=e["gift_id"])
+        self.keep and self._row(at, e["id"], "gift_reject", 0, f"gift {e['gift_id']} from {e['from']} rejected", gift_id=e["gift_id"])
 
     def _ev_gift_settle(self, e, at, peers):
         pass  # its effect is scheduled at decided_at when the gift_out is replayed
@@ -642,9 +660,12 @@ def peers_needed(events, now) -> set:
     return set(need)
 
 
-def replay(cat: Catalog, phone: str, events, now: dt.datetime, peers=None) -> Member:
-    """The member's state as of `now`. `peers`: phone -> events of that ledger."""
+def replay(cat: Catalog, phone: str, events, now: dt.datetime, peers=None, register=True) -> Member:
+    """The member's state as of `now`. `peers`: phone -> events of that ledger.
+
+    `register`: also build the history rows (`history`, `explain`, `report` need them)."""
     m = Member(cat, phone)
+    m.keep = register
     m.now = now
     m.count = len(events)
     if events:
@@ -704,6 +725,7 @@ def resume(cat: Catalog, m: Member, events, now: dt.datetime, peers=None) -> Mem
     m.cat = cat
     m.now = now
     m.register = []
+    m.keep = False
     m.count += len(events)
     for e in reversed(events):
         if e["at"]:
@@ -930,7 +952,8 @@ def earn_view(m: Member, rec, duplicate: bool, balance_now: int) -> dict:
             "ref": rec.get("ref")}
 
 
-def earn(cat: Catalog, m: Member, now, amount: Decimal, category: str, ref=None, dry_run=False) -> Decision | Refusal:
+def earn(cat: Catalog, m: Member, now, amount: Decimal, category: str, ref=None, dry_run=False,
+         explain=True) -> Decision | Refusal:
     if category not in cat.categories and category not in cat.ineligible:
         return Refusal(2, "unknown-category",
                        f"unknown category '{category}' (earning: {', '.join(cat.categories)})")
@@ -950,16 +973,17 @@ def earn(cat: Catalog, m: Member, now, amount: Decimal, category: str, ref=None,
     today = local_date(cat, now)
     last_month = m.month_spend.get((category,) + prev_month(today.year, today.month), Decimal(0))
     since = dt.date.fromisoformat(m.join["customer_since"])
-    coef, rpp, steps = rate(cat, category, since=since, on=today, card_last_month=last_month)
+    coef, rpp, steps = rate(cat, category, since=since, on=today, card_last_month=last_month, explain=explain)
     points = points_for(amount, coef, rpp)
-    steps.append(formula_step(amount, coef, rpp, points))
+    if steps is not None:
+        steps.append(formula_step(amount, coef, rpp, points))
     bonuses = []
     b = cat.bonuses
     if category == b.card_welcome_category and not m.card_welcome_given and b.card_welcome > 0:
         before = m.month_spend.get((category, today.year, today.month), Decimal(0))
         if before < b.card_welcome_threshold <= before + amount:
             bonuses.append({"reason": "card_welcome", "points": b.card_welcome})
-            steps.append({"rule": "card-welcome", "detail": f"{category} payments this month reach "
+            steps is not None and steps.append({"rule": "card-welcome", "detail": f"{category} payments this month reach "
                           f"{money(before + amount)} RUB >= {money(b.card_welcome_threshold)}: +{b.card_welcome} once",
                           "points": b.card_welcome})
     event = {"type": "earn", "at": iso(now), "amount": money(amount), "category": category, "points": points,
