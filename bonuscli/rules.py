@@ -324,6 +324,7 @@ class Member:
         self.gifts_out = {}
         self.gifts_in = {}
         self.referrals = {}
+        self.sealed = set()  # gift and referral ids whose outcome this ledger already records
         self.register = []
         self.keep = True  # build the register (history rows); off for decisions and balances
         self.welcomed = False
@@ -616,7 +617,10 @@ class Member:
         self.keep and self._row(at, e["id"], "gift_reject", 0, f"gift {e['gift_id']} from {e['from']} rejected", gift_id=e["gift_id"])
 
     def _ev_gift_settle(self, e, at, peers):
-        pass  # its effect is scheduled at decided_at when the gift_out is replayed
+        self.sealed.add(e["gift_id"])  # its effect is scheduled at decided_at when the gift_out is replayed
+
+    def _ev_referral_settle(self, e, at, peers):
+        self.sealed.add(e["referral_id"])
 
     def _ev_referral(self, e, at, peers):
         status, credit_at = "void", None
@@ -816,7 +820,7 @@ def balance(m: Member, now) -> Decision | Refusal:
         for g in m.gifts_in.values() if g["status"] == "pending"
     ]
     active = [
-        {"code": code, "name": name, "active_until": iso(until)}
+        {"code": code, "name": name, "active_until": iso(local(m.cat, until))}
         for (at, code, cat, until, name) in m.orders if until is not None and until > now
     ]
     view = {
@@ -1221,16 +1225,17 @@ def seals(cat: Catalog, m: Member, now) -> list:
     """Events that record, in this member's own ledger, outcomes now final (see docs/ledger.md)."""
     out = []
     for g in m.gifts_out.values():
-        if any(e["type"] == "gift_settle" and e["gift_id"] == g["gift_id"] for e in m._own):
+        if g["gift_id"] in m.sealed:
             continue
         if g["outcome"] in ("cancelled", "accepted", "rejected", "returned", "forfeited"):
             at = g["when"]
             out.append({"type": "gift_settle", "at": iso(now), "gift_id": g["gift_id"], "outcome": g["outcome"],
                         "decided_at": iso(at)})
     for rec in m.referrals.values():
-        if rec["status"] in ("confirmed", "void") and not any(
-                e["type"] == "referral_settle" and e["referral_id"] == rec["referral_id"] for e in m._own):
-            ev = {"type": "referral_settle", "at": iso(now), "referral_id": rec["referral_id"], "outcome": rec["status"]}
+        final = rec["status"] == "void" or (rec["credit_at"] is not None and rec["credit_at"] <= now)
+        if final and rec["referral_id"] not in m.sealed:
+            ev = {"type": "referral_settle", "at": iso(now), "referral_id": rec["referral_id"],
+                  "outcome": "void" if rec["status"] == "void" else "confirmed"}
             if rec["credit_at"] is not None:
                 ev["credit_at"] = iso(rec["credit_at"])
             out.append(ev)

@@ -1,0 +1,542 @@
+"""The optional Dask engine (`--engine dask [--scheduler ADDRESS]`): whole-directory jobs
+mapped over a dask.distributed cluster instead of this machine's process pool.
+
+Owns: connecting to a scheduler (or starting a small LocalCluster), shipping the
+parsed catalog to the workers once, mapping the SAME pure per-member functions the
+local engine uses (fleet._member_summary, audit.check_ledger, diff.impact,
+scenario.run_one) over chunks of members, and reducing the partial results
+exactly as the local path does (integer sums; lists put back in phone or request
+order). Workers read ledgers themselves, so every worker must see the data
+directory at the same path (a shared filesystem; see docs/scaling.md).
+
+dask is imported lazily, only here and only when this engine is asked for; without
+it the engine is a clean `install bonuscli[dask]` error, never a traceback.
+Imports model, paths, ledger, rules, fleet, audit, diff, simulate, scenario (lazily).
+"""
+
+from __future__ import annotations
+
+import os
+from types import SimpleNamespace
+
+from bonuscli.model import BadInput, BonusError, FilesError
+
+LOCAL_WORKERS = 2  # a LocalCluster when no --scheduler is given: processes, one thread each
+CONNECT_TIMEOUT = 10  # seconds to reach a --scheduler before giving up (exit 3)
+MIN_CHUNK = 50  # members per task; a task costs ~1 ms of scheduling, a member ~0.1-1 ms of work
+INSTALL_HINT = "pip install 'bonuscli[dask]'"
+
+
+# ---------------------------------------------------------------- the cluster
+
+
+def _distributed():
+    try:
+        import distributed
+    except ImportError:
+        raise BadInput(f"the dask engine is not installed: {INSTALL_HINT} (or use --engine local)",
+                       "engine-unavailable") from None
+    return distributed
+
+
+def available() -> bool:
+    """True when dask.distributed can be imported (without importing it)."""
+    import importlib.util
+
+    return importlib.util.find_spec("distributed") is not None
+
+
+class Cluster:
+    """A dask.distributed Client, as a context manager.
+
+    `Cluster(scheduler)` connects to a running scheduler: `tcp://HOST:PORT` (or any
+    address dask accepts), or the path of a scheduler file (`--scheduler-file` of
+    `dask scheduler`). `Cluster()` starts a LocalCluster of LOCAL_WORKERS processes
+    on this machine and shuts it down on exit.
+    """
+
+    def __init__(self, scheduler: str | None = None, workers: int | None = None):
+        self.scheduler = scheduler
+        self.workers = workers or LOCAL_WORKERS
+        self.client = None
+        self._cluster = None
+
+    def __enter__(self) -> "Cluster":
+        import logging
+
+        distributed = _distributed()
+        if self.scheduler is None:
+            try:
+                self._cluster = distributed.LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True,
+                                                         dashboard_address=None, silence_logs=logging.ERROR)
+                self.client = distributed.Client(self._cluster, set_as_default=False)
+            except Exception as e:
+                self.close()
+                raise FilesError(f"cannot start a local dask cluster ({type(e).__name__}: {e})",
+                                 "engine-unavailable") from None
+            return self
+        address = self.scheduler.strip()
+        if not address:
+            raise BadInput("--scheduler: empty address (give tcp://HOST:PORT or a scheduler file)", "usage")
+        kw = {"scheduler_file": address} if address.endswith(".json") and os.path.isfile(address) \
+            else {"address": address}
+        try:
+            self.client = distributed.Client(timeout=CONNECT_TIMEOUT, set_as_default=False, **kw)
+        except ValueError as e:  # an address dask cannot parse
+            raise BadInput(f"--scheduler {address}: not a scheduler address ({e}); "
+                           "give tcp://HOST:PORT or a scheduler file", "usage") from None
+        except (OSError, TimeoutError) as e:
+            raise FilesError(f"cannot reach the dask scheduler at {address} within {CONNECT_TIMEOUT} s "
+                             f"({type(e).__name__}: {e}); is `dask scheduler` running there?",
+                             "scheduler-unreachable") from None
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def close(self):
+        for thing in (self.client, self._cluster):
+            if thing is not None:
+                try:
+                    thing.close()
+                except Exception:  # pragma: no cover - shutting down is best effort
+                    pass
+        self.client = self._cluster = None
+
+    def n_workers(self) -> int:
+        try:
+            return max(1, len(self.client.scheduler_info()["workers"]))
+        except Exception:  # pragma: no cover
+            return self.workers
+
+    def map_chunks(self, func, chunks, *shared) -> list:
+        """[func(*shared, chunk) for chunk in chunks], computed on the cluster, in input order.
+
+        `shared` values (the catalog, ...) are scattered to every worker once. A
+        BonusError raised by `func` comes back as itself (kind and exit code kept);
+        a worker lost or a cluster failure is a FilesError (exit 3)."""
+        chunks = list(chunks)
+        if not chunks:
+            return []
+        distributed = _distributed()
+        try:
+            # one future per value (a bare tuple/dict would be scattered item by item), fresh keys (a
+            # hashed key can collide with the same catalog released by the previous call)
+            big = [self.client.scatter([v], broadcast=True, hash=False)[0] if _worth_scattering(v) else v
+                   for v in shared]
+            futures = [self.client.submit(_call, func, *big, chunk, pure=False) for chunk in chunks]
+            results = self.client.gather(futures)
+        except BonusError:
+            raise
+        except Exception as e:  # a worker lost, the scheduler gone, a task cancelled: not the data's fault
+            if isinstance(e, (distributed.CancelledError, TimeoutError)) or \
+                    type(e).__module__.split(".")[0] in ("distributed", "dask", "tornado"):
+                raise FilesError(f"the dask cluster failed ({type(e).__name__}: {e})", "engine-failed") from None
+            raise
+        for r in results:  # the first failure in input order, as the serial path would meet it
+            if isinstance(r, _Raised):
+                r.throw()
+        return results
+
+
+def map_chunks(func, chunks, *shared, scheduler: str | None = None, cluster: Cluster | None = None) -> list:
+    """[func(*shared, chunk) for chunk in chunks] on Dask, results in input order.
+
+    Uses `cluster` when given (tests share one), else connects to `scheduler`, else
+    starts a LocalCluster for this call."""
+    if cluster is not None:
+        return cluster.map_chunks(func, chunks, *shared)
+    with Cluster(scheduler) as c:
+        return c.map_chunks(func, chunks, *shared)
+
+
+def _worth_scattering(v) -> bool:
+    import datetime
+
+    return not isinstance(v, (str, bytes, int, float, type(None), os.PathLike, datetime.date))
+
+
+class _Raised:
+    """A BonusError raised on a worker, carried back as data (exceptions lose their kind in pickling)."""
+
+    def __init__(self, e: BonusError):
+        self.cls, self.message, self.kind, self.steps = type(e), e.message, e.kind, e.steps
+
+    def throw(self):
+        raise self.cls(self.message, self.kind, self.steps)
+
+
+def _call(func, *args):
+    try:
+        return func(*args)
+    except BonusError as e:
+        return _Raised(e)
+
+
+def chunked(items, n_workers: int, min_size: int | None = None) -> list:
+    """Consecutive slices of `items`, about 8 per worker (so a slow shard does not stall the rest)."""
+    items = list(items)
+    min_size = MIN_CHUNK if min_size is None else min_size
+    size = max(min_size, -(-len(items) // (n_workers * 8)) if items else min_size)
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+# ---------------------------------------------------------------- report
+
+
+def summaries(cat, root, now, phones) -> list:
+    """fleet._member_summary over a chunk of phones (the local engine's per-member function)."""
+    from bonuscli import fleet
+
+    return [fleet._member_summary(cat, root, p, now) for p in phones]
+
+
+def map_members(env, scheduler: str | None = None, cluster: Cluster | None = None) -> list:
+    """fleet.map_members on Dask: per-member summaries for every ledger, in phone order.
+
+    Exact, but every summary travels back to this process; for a large directory
+    use `report`, which reduces on the workers."""
+    phones = env.store.phones()
+    cat, root, now = env.catalog, env.data_dir, env.now
+
+    def run(c):
+        return [s for part in c.map_chunks(summaries, chunked(phones, c.n_workers()), cat, root, now) for s in part]
+
+    if cluster is not None:
+        return run(cluster)
+    with Cluster(scheduler) as c:
+        return run(c)
+
+
+class _PhoneList:
+    def __init__(self, phones):
+        self._phones = list(phones)
+
+    def phones(self):
+        return list(self._phones)
+
+
+def report_part(cat, root, now, region, from_date, until_date, phones):
+    """fleet.report over one chunk of members, on a worker: (partial report, problems).
+
+    The partial report is fleet.report itself run serially over the chunk, so every
+    figure is computed by the local engine's own code; the client only adds them up."""
+    from bonuscli import fleet
+
+    env = SimpleNamespace(catalog=cat, data_dir=root, now=now, store=_PhoneList(phones))
+    try:
+        return fleet.report(env, region, from_date, until_date, jobs=1), []
+    except FilesError:  # corrupt ledgers in this chunk: name them all, as the local reduction does
+        return None, [s["error"] for s in summaries(cat, root, now, phones) if s is not None and "error" in s]
+
+
+def report(env, region=None, from_date=None, until_date=None, scheduler: str | None = None,
+           cluster: Cluster | None = None) -> dict:
+    """fleet.report on Dask, reduced on the workers chunk by chunk, then added up here."""
+    phones = env.store.phones()
+    cat, root, now = env.catalog, env.data_dir, env.now
+
+    def run(c):
+        return c.map_chunks(report_part, chunked(phones, c.n_workers()), cat, root, now, region, from_date,
+                            until_date)
+
+    if cluster is not None:
+        parts = run(cluster)
+    else:
+        with Cluster(scheduler) as c:
+            parts = run(c)
+    problems = [p for _, probs in parts for p in probs]
+    if problems:  # fleet.report's own message
+        raise FilesError(f"{problems[0]}" + (f" (and {len(problems) - 1} more ledgers)" if len(problems) > 1 else ""),
+                         "ledger-corrupt")
+    if not parts:  # an empty directory: the local engine's answer over no members
+        from bonuscli import fleet
+
+        return fleet.report(SimpleNamespace(catalog=cat, data_dir=root, now=now, store=_PhoneList([])),
+                            region, from_date, until_date, jobs=1)
+    out = parts[0][0]
+    for doc, _ in parts[1:]:
+        out = merge_reports(out, doc)
+    out["regions"] = dict(sorted(out["regions"].items()))
+    return out
+
+
+def merge_reports(a, b):
+    """Add up two partial reports: numbers add, dicts merge by key, lists of {month: ...} merge
+    by month (kept sorted), anything else (as_of, region) must agree."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        if a != b:
+            raise ValueError(f"cannot merge {a!r} and {b!r}")
+        return a
+    if isinstance(a, int) and isinstance(b, int):
+        return a + b
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = dict(a)
+        for k, v in b.items():
+            out[k] = merge_reports(out[k], v) if k in out else v
+        return out
+    if isinstance(a, list) and isinstance(b, list) and all(isinstance(x, dict) and "month" in x for x in a + b):
+        by = {x["month"]: x for x in a}
+        for x in b:
+            by[x["month"]] = merge_reports(by[x["month"]], x) if x["month"] in by else x
+        return [by[k] for k in sorted(by)]
+    if a != b:
+        raise ValueError(f"cannot merge {a!r} and {b!r}")
+    return a
+
+
+# ---------------------------------------------------------------- check --ledgers
+
+
+class _LazyLedgers:
+    """The `ledgers` mapping audit.check_ledger expects (phone -> LedgerRead of every readable
+    ledger in the directory), reading only the peers a member's checks ask for."""
+
+    def __init__(self, root, phone, led):
+        self.root = root
+        self._cache = {phone: led}
+
+    def _load(self, phone):
+        if phone in self._cache:
+            return self._cache[phone]
+        from bonuscli import ledger as ledger_mod
+        from bonuscli import paths
+
+        led = None
+        try:
+            path = paths.ledger_path(self.root, phone)
+            if os.path.lexists(path):  # a phone with no file is not a ledger of the directory
+                led = ledger_mod.read(path)
+        except (ValueError, TypeError, FilesError):  # not a phone, or unreadable: absent, as in audit.check_dir
+            led = None
+        self._cache[phone] = led
+        return led
+
+    def __contains__(self, phone):
+        return self._load(phone) is not None
+
+    def __getitem__(self, phone):
+        led = self._load(phone)
+        if led is None:
+            raise KeyError(phone)
+        return led
+
+    def get(self, phone, default=None):
+        led = self._load(phone)
+        return default if led is None else led
+
+
+def check_member(cat, root, phone, now):
+    """audit.check_ledger for one member, reading its peers' ledgers as needed:
+    (problem reading the ledger or None, [problems found in it])."""
+    from bonuscli import audit
+    from bonuscli import ledger as ledger_mod
+    from bonuscli import paths
+
+    path = paths.ledger_path(root, phone)
+    try:
+        led = ledger_mod.read(path)
+    except FilesError as e:
+        return {"path": str(path), "line": 0, "message": e.message, "text": e.message}, []
+    return None, audit.check_ledger(cat, phone, led, _LazyLedgers(root, phone, led), now)
+
+
+def check_part(cat, root, now, phones) -> list:
+    return [check_member(cat, root, p, now) for p in phones]
+
+
+def check_dir(env, scheduler: str | None = None, cluster: Cluster | None = None) -> list:
+    """audit.check_dir on Dask: the same problems in the same order (unreadable ledgers
+    first, then each ledger's problems in phone order)."""
+    phones = env.store.phones()
+    cat, root, now = env.catalog, env.data_dir, env.now
+
+    def run(c):
+        return [r for part in c.map_chunks(check_part, chunked(phones, c.n_workers()), cat, root, now) for r in part]
+
+    if cluster is not None:
+        results = run(cluster)
+    else:
+        with Cluster(scheduler) as c:
+            results = run(c)
+    return [err for err, _ in results if err is not None] + [p for _, probs in results for p in probs]
+
+
+# ---------------------------------------------------------------- diff --ledgers
+
+LINK_FIELDS = ("to", "from", "referrer", "invitee")  # the other member an event involves
+
+
+def links_part(root, phones) -> list:
+    """For each phone of the chunk: (phone, [phones its events involve], torn-line warning or None).
+    A ledger that cannot be read ends the chunk with its error, as diff.read_ledgers would stop there."""
+    from bonuscli import ledger as ledger_mod
+    from bonuscli import paths
+
+    out = []
+    for phone in phones:
+        try:
+            led = ledger_mod.read(paths.ledger_path(root, phone))
+        except FilesError as e:
+            out.append(_Raised(e))
+            break
+        linked = sorted({e[k] for e in led.events for k in LINK_FIELDS if isinstance(e.get(k), str) and e[k] != phone})
+        out.append((phone, linked, ledger_mod.torn_warning(led)))
+    return out
+
+
+def _request_key(ledgers, r):
+    """simulate.requests_of's global order key of a request (time, priority, phone, position)."""
+    from bonuscli import simulate
+
+    n = next(i for i, e in enumerate(ledgers[r.phone]) if e.get("id") == r.source)
+    return (r.at, simulate.PRIORITY.get(r.command, 9) + (1 if r.args.get("referrer") else 0), r.phone, n)
+
+
+def impact_part(old, new, root, now, phones):
+    """diff.impact over a group of whole link-components (members no request outside the
+    group can touch), with the global order key of every outcome change."""
+    from bonuscli import diff
+    from bonuscli import ledger as ledger_mod
+    from bonuscli import paths, simulate
+    from bonuscli.model import iso
+
+    ledgers = {p: [e for e in ledger_mod.read(paths.ledger_path(root, p)).events if e.get("type") != "repair"]
+               for p in phones}
+    doc = diff.impact(old, new, ledgers, now)
+    reqs = [r for r in simulate.requests_of(ledgers, old) if r.at <= now]
+    keys, i = [], 0
+    for c in doc["outcome_changes"]:  # a subsequence of the requests, in their order
+        while not (reqs[i].phone == c["phone"] and iso(reqs[i].at) == c["at"] and reqs[i].command == c["command"]
+                   and reqs[i].describe() == c["request"]):
+            i += 1
+        keys.append(_request_key(ledgers, reqs[i]))
+        i += 1
+    ukeys, j = [], 0
+    for u in doc["no_longer_affordable"]:  # a subsequence of the outcome changes
+        c = doc["outcome_changes"]
+        while not (c[j]["command"] == "redeem" and c[j]["phone"] == u["phone"] and c[j]["at"] == u["at"]
+                   and c[j]["old"] == "ok" and c[j]["new"] == "insufficient-points"):
+            j += 1
+        ukeys.append(keys[j])
+        j += 1
+    return doc, keys, ukeys
+
+
+def components(linked: dict, phones) -> list:
+    """Groups of phones that requests can tie together (gifts, referrals), each sorted, in
+    the order of their first phone. `linked`: phone -> phones its events involve."""
+    parent = {}
+
+    def find(x):
+        while parent.get(x, x) != x:
+            parent[x] = parent.get(parent[x], parent[x])
+            x = parent[x]
+        return x
+
+    for p, others in linked.items():
+        for q in others:
+            a, b = find(p), find(q)
+            if a != b:
+                parent[max(a, b)] = min(a, b)
+    groups: dict = {}
+    for p in phones:
+        groups.setdefault(find(p), []).append(p)
+    return sorted((sorted(g) for g in groups.values()), key=lambda g: g[0])
+
+
+def impact(old, new, root, now, scheduler: str | None = None, cluster: Cluster | None = None, warn=None) -> dict:
+    """diff.read_ledgers + diff.impact on Dask: the same document.
+
+    Phase 1 reads every ledger on the workers for the members it involves; phase 2
+    replays whole components (union-find over gifts and referrals) under both
+    catalogs, a group of components per task; the client merges member rows by
+    phone and outcome changes by the requests' global order."""
+    import heapq
+
+    from bonuscli import ledger as ledger_mod
+
+    if warn is None:
+        from bonuscli import render
+
+        warn = render.warn
+    phones = ledger_mod.Store(root).phones()
+
+    def run(c):
+        n = c.n_workers()
+        linked = {}
+        for part in c.map_chunks(links_part, chunked(phones, n), root):
+            for item in part:
+                if isinstance(item, _Raised):
+                    item.throw()
+                phone, others, warning = item
+                if warning:
+                    warn(warning)
+                if others:
+                    linked[phone] = others
+        groups, cur, size = [], [], max(MIN_CHUNK, -(-len(phones) // (n * 8)))
+        for comp in components(linked, phones):
+            cur.extend(comp)
+            if len(cur) >= size:
+                groups.append(cur)
+                cur = []
+        if cur or not groups:
+            groups.append(cur)
+        return c.map_chunks(impact_part, groups, old, new, root, now)
+
+    if cluster is not None:
+        parts = run(cluster)
+    else:
+        with Cluster(scheduler) as c:
+            parts = run(c)
+    docs = [d for d, _, _ in parts]
+    out = dict(docs[0])
+    out["members"] = sorted((m for d in docs for m in d["members"]), key=lambda m: m["phone"])
+    total = {}
+    for d in docs:
+        for k, v in d["total"].items():
+            total[k] = total.get(k, 0) + v
+    out["total"] = total
+    out["requests"] = sum(d["requests"] for d in docs)
+    out["outcome_changes"] = [c for _, c in heapq.merge(*[list(zip(k, d["outcome_changes"])) for d, k, _ in parts],
+                                                         key=lambda x: x[0])]
+    out["no_longer_affordable"] = [u for _, u in heapq.merge(
+        *[list(zip(uk, d["no_longer_affordable"])) for d, _, uk in parts], key=lambda x: x[0])]
+    return out
+
+
+# ---------------------------------------------------------------- check --scenario
+
+
+class _Missing:  # scenario.MISSING is an `object()`; it does not survive pickling
+    pass
+
+
+def _portable(r, to_wire: bool):
+    from bonuscli import scenario
+
+    src, dst = (scenario.MISSING, _Missing) if to_wire else (_Missing, scenario.MISSING)
+
+    def conv(v):
+        return dst if v is src else v
+
+    return r._replace(failures=[f._replace(expected=conv(f.expected), got=conv(f.got)) for f in r.failures])
+
+
+def scenarios_part(default_catalog, files) -> list:
+    from bonuscli import scenario
+
+    return [_portable(scenario.run_one(str(f), default_catalog), True) for f in files]
+
+
+def run_scenarios(files, default_catalog, scheduler: str | None = None, cluster: Cluster | None = None) -> list:
+    """[scenario.run_one(f, default_catalog) for f in files] on Dask, one file per task, in order.
+    Workers must see the scenario files (and the catalogs they name) at the same paths."""
+    chunks = [[str(f)] for f in files]
+    if cluster is not None:
+        parts = cluster.map_chunks(scenarios_part, chunks, default_catalog)
+    else:
+        with Cluster(scheduler) as c:
+            parts = c.map_chunks(scenarios_part, chunks, default_catalog)
+    return [_portable(r, False) for part in parts for r in part]
