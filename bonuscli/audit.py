@@ -8,7 +8,7 @@ Imports model, ledger, rules.
 from __future__ import annotations
 
 from bonuscli import ledger as ledger_mod
-from bonuscli import rules
+from bonuscli import paths, rules
 from bonuscli.model import FilesError
 
 
@@ -38,19 +38,49 @@ def line_of(led, event_id) -> int:
     return 1
 
 
-def check_dir(env) -> list:
-    store = env.store
-    cat = env.catalog
-    now = env.now
-    problems = []
-    ledgers = {}
-    for phone in store.phones():
+class _Peers(dict):
+    """Ledgers read on demand (a missing one reads as empty; an unreadable one as empty too:
+    its own check reports it)."""
+
+    def __init__(self, root):
+        super().__init__()
+        self.root = root
+
+    def __missing__(self, phone):
         try:
-            ledgers[phone] = store.read(phone)
-        except FilesError as e:
-            problems.append({"path": str(store.path(phone)), "line": 0, "message": e.message, "text": e.message})
-    for phone, led in ledgers.items():
-        problems.extend(check_ledger(cat, phone, led, ledgers, now))
+            led = ledger_mod.read(paths.ledger_path(self.root, phone))
+        except (FilesError, ValueError):
+            led = None
+        self[phone] = led
+        return led
+
+    def get(self, phone, default=None):
+        led = self[phone]
+        return led if led is not None and led.size else default
+
+    def __contains__(self, phone):
+        return self.get(phone) is not None
+
+
+def check_member(cat, root, phone, now) -> list:
+    """Every problem of one ledger, reading the other ledgers its gifts and referrals name."""
+    path = paths.ledger_path(root, phone)
+    try:
+        led = ledger_mod.read(path)
+    except FilesError as e:
+        return [{"path": str(path), "line": 0, "message": e.message, "text": e.message}]
+    peers = _Peers(root)
+    peers[phone] = led
+    return check_ledger(cat, phone, led, peers, now)
+
+
+def check_dir(env, jobs=None) -> list:
+    """Problems of every ledger in the data directory, ledgers spread over `jobs` processes."""
+    from bonuscli import fleet
+
+    problems = []
+    for found in fleet.map_members(env, jobs, check_member):
+        problems.extend(found)
     return problems
 
 

@@ -505,8 +505,9 @@ def catalog_cmd(ctx, code, region, category, search, max_price, channel):
 @click.option("--ledgers", "ledgers", is_flag=True, help="Verify every ledger of the data directory.")
 @click.option("--scenario", "scenario", is_flag=True, help="Run the scenario FILES given as arguments.")
 @click.argument("files", nargs=-1, type=click.Path(dir_okay=False))
+@click.option("--jobs", type=click.IntRange(min=1), help="With --ledgers: processes reading ledgers (default: the core count).")
 @click.pass_context
-def check_cmd(ctx, ledgers, scenario, files):
+def check_cmd(ctx, ledgers, scenario, files, jobs):
     """Validate a catalog: silent and exit 0 when valid, `file:line: message` lines and exit 3 when not.
 
     \b
@@ -537,7 +538,7 @@ def check_cmd(ctx, ledgers, scenario, files):
     if ledgers:
         from bonuscli import audit
 
-        problems = audit.check_dir(env)
+        problems = audit.check_dir(env, jobs)
         if problems:
             if env.as_json:
                 render.emit_json({"valid": False, "problems": problems})

@@ -17,6 +17,7 @@ Imports model, paths, ledger, rules, fleet, audit, diff, simulate, scenario (laz
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from types import SimpleNamespace
 
 from bonuscli.model import BadInput, BonusError, FilesError
@@ -461,6 +462,7 @@ def impact(old, new, root, now, scheduler: str | None = None, cluster: Cluster |
         from bonuscli import render
 
         warn = render.warn
+    root = Path(root)
     phones = ledger_mod.Store(root).phones()
 
     def run(c):

@@ -45,26 +45,30 @@ def _member_summary(cat, root, phone, now):
 _WORKER = {}
 
 
-def _init(cat, root, now):
-    _WORKER.update(cat=cat, root=root, now=now)
+def _init(cat, root, now, func):
+    _WORKER.update(cat=cat, root=root, now=now, func=func)
 
 
 def _work(phones):
     w = _WORKER
-    return [_member_summary(w["cat"], w["root"], p, w["now"]) for p in phones]
+    return [w["func"](w["cat"], w["root"], p, w["now"]) for p in phones]
 
 
-def map_members(env, jobs=None):
-    """Per-member summaries for every ledger of the data directory, in phone order."""
+def map_members(env, jobs=None, func=None):
+    """`func(cat, root, phone, now)` for every ledger of the data directory, in phone order.
+
+    `func` must be a module-level function returning plain data; by default the report summary.
+    """
+    func = func or _member_summary
     phones = env.store.phones()
     cat, root, now = env.catalog, env.data_dir, env.now
     jobs = jobs or os.cpu_count() or 1
     if jobs <= 1 or len(phones) < SERIAL_BELOW:
-        return [_member_summary(cat, root, p, now) for p in phones]
+        return [func(cat, root, p, now) for p in phones]
     size = max(50, len(phones) // (jobs * 8))
     chunks = [phones[i:i + size] for i in range(0, len(phones), size)]
     out = []
-    with ProcessPoolExecutor(max_workers=jobs, initializer=_init, initargs=(cat, root, now)) as pool:
+    with ProcessPoolExecutor(max_workers=jobs, initializer=_init, initargs=(cat, root, now, func)) as pool:
         for part in pool.map(_work, chunks):
             out.extend(part)
     return out

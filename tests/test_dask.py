@@ -91,9 +91,11 @@ def env_of(data, at=ASOF):
 
 
 def new_catalog(tmp_path) -> Path:
-    """The shipped catalog with every reward's base price tripled and mobile at 4 RUB a point."""
+    """The shipped catalog with every reward's price tripled (regional ones too) and mobile at 4 RUB a point."""
     text = (ROOT / "catalog.yaml").read_text()
     text = re.sub(r"(?m)^(\s+price: )(\d+)\s*$", lambda m: f"{m.group(1)}{int(m.group(2)) * 3}", text)
+    text = re.sub(r"region_prices: \{[^}]*\}",
+                  lambda m: re.sub(r"(: )(\d+)", lambda n: f"{n.group(1)}{int(n.group(2)) * 3}", m.group(0)), text)
     text = text.replace("mobile: {rub_per_point: 5,", "mobile: {rub_per_point: 4,")
     p = tmp_path / "new.yaml"
     p.write_text(text)
@@ -196,8 +198,8 @@ def test_check_clean_directories_identical(small, generated, cluster):
 
 
 def test_check_tampered_directory_identical(tmp_path, small, cluster, monkeypatch):
-    """B's copy of the pending gift says 31 points instead of 30: B's hash chain breaks at that
-    line, and A's check (in another task) must read B's ledger to see the copies differ."""
+    """B's copy of A's accepted gift says 101 points instead of 100: B's hash chain breaks at the
+    next line, and A's check (in another task) must read B's ledger to see the copies differ."""
     import shutil
 
     monkeypatch.setattr(dask_engine, "MIN_CHUNK", 1)
@@ -205,8 +207,9 @@ def test_check_tampered_directory_identical(tmp_path, small, cluster, monkeypatc
     shutil.copytree(small, data)
     path = data / "ledgers" / f"{B}.jsonl"
     lines = path.read_bytes().splitlines(keepends=True)
-    n = next(i for i, raw in enumerate(lines) if b'"gift_in"' in raw and b'"points":30' in raw)
-    lines[n] = lines[n].replace(b'"points":30', b'"points":31')
+    n = next(i for i, raw in enumerate(lines) if b'"gift_in"' in raw and b'"points":100' in raw)
+    assert n + 1 < len(lines)
+    lines[n] = lines[n].replace(b'"points":100', b'"points":101')
     path.write_bytes(b"".join(lines))
     bad = data / "ledgers" / f"{F}.jsonl"  # and one unreadable ledger
     bad.write_bytes(bad.read_bytes() + b"garbage\n")
@@ -216,7 +219,7 @@ def test_check_tampered_directory_identical(tmp_path, small, cluster, monkeypatc
     assert got == local
     texts = [p["text"] for p in got]
     assert texts[0].startswith(str(bad)) or str(bad) in texts[0]  # unreadable ledgers come first
-    assert any(f"{B}.jsonl:{n + 1}:" in t for t in texts), texts
+    assert any(f"{B}.jsonl:{n + 2}:" in t for t in texts), texts  # the line whose `prev` no longer matches
     assert any(f"differs from its copy in {B}" in t and f"{A}.jsonl" in t for t in texts), texts
 
 
@@ -231,19 +234,25 @@ def test_components():
 
 
 def test_diff_impact_identical(generated, small, cluster, tmp_path, monkeypatch):
+    """Prices tripled and mobile at 4 RUB a point: redemptions become unaffordable, so outcome
+    changes from several tasks must be merged back into the requests' global order."""
     old = diff.load_catalog(str(ROOT / "catalog.yaml"))
     new = diff.load_catalog(str(new_catalog(tmp_path)))
-    monkeypatch.setattr(dask_engine, "MIN_CHUNK", 20)  # ~15 groups of whole components
-    for data, now in ((generated, "2025-12-31T23:00+03:00"), (small, "2025-04-10T12:00+03:00")):
+    # the generated directory in ~6 groups; the small one in one task per component: {A, B} (gifts),
+    # {C, D} (a referral), {E}, {F}
+    for data, now, chunk in ((generated, "2025-05-31T23:00+03:00", 50), (small, "2025-04-10T12:00+03:00", 1)):
+        monkeypatch.setattr(dask_engine, "MIN_CHUNK", chunk)
         now = parse_date_time(now)
         local = diff.impact(old, new, diff.read_ledgers(data), now)
         got = dask_engine.impact(old, new, data, now, cluster=cluster, warn=lambda m: None)
         assert got == local
         assert json.dumps(got) == json.dumps(local)
+        assert len(local["outcome_changes"]) > 1 and local["no_longer_affordable"]  # or this proves little
+    # by hand: D's home_everywhere (400 -> 1200; D has 450) on 02-12, then A's minutes_30 (RU-MOW
+    # 210 -> 630; A has 150 + 200 + 100 = 450) on 02-15: time order, not phone order
     assert local["total"]["members"] == 6
-    # the generated directory: the catalog change must move outcomes, or this test proves little
-    assert len(diff.impact(old, new, diff.read_ledgers(generated), parse_date_time("2025-12-31T23:00+03:00"))[
-        "outcome_changes"]) > 0
+    assert [(c["phone"], c["at"][:10], c["new"]) for c in local["outcome_changes"]][:2] == [
+        (D, "2025-02-12", "insufficient-points"), (A, "2025-02-15", "insufficient-points")]
 
 
 def parse_date_time(text):
