@@ -276,9 +276,6 @@ def _earn_decide(cat, m, now, args):
 EARN = Spec(("phone", "amount", "category", "ref"), ("at",), _earn_parse, _earn_decide)
 
 
-def earn_batch(env, source: str, dry_run: bool, jobs=None) -> int:
-    return run(env, source, EARN, dry_run, "earning", jobs)
-
 
 # ---------------------------------------------------------------- refund --from, adjust --from
 

@@ -753,12 +753,8 @@ def earn_cmd(ctx, phone, amount, category, ref, dry_run, explain, from_file, job
     """
     env = env_of(ctx)
     if from_file is not None:
-        if phone is not None or amount is not None or category is not None or ref is not None:
-            raise model.BadInput("--from takes no PHONE, AMOUNT, --category or --ref: they come from the file", "usage")
-        from bonuscli import batch
-
-        code = batch.earn_batch(env, from_file, dry_run, jobs)
-        ctx.exit(code)
+        from_batch(ctx, env, from_file, "EARN", "earning", jobs,
+                   {"PHONE": phone, "AMOUNT": amount, "--category": category, "--ref": ref}, dry_run)
     if phone is None or amount is None:
         raise model.BadInput("earn needs PHONE and AMOUNT (or --from FILE)", "usage")
     if category is None:
@@ -786,6 +782,15 @@ def parse_total(text, what):
     if text is None or str(text).strip() in ("0", "0.0", "0.00"):
         return Decimal(0)
     return model.parse_amount(text, Decimal("1000000000000"), what)
+
+
+def from_batch(ctx, env, source, spec, title, jobs, given: dict, dry_run=False):
+    """Run a `--from FILE` batch and exit with its code; the per-row values must come from the file."""
+    if any(v is not None for v in given.values()):
+        raise model.BadInput(f"--from takes no {', '.join(given)}: they come from the file", "usage")
+    from bonuscli import batch
+
+    ctx.exit(batch.run(env, source, getattr(batch, spec), dry_run, title, jobs))
 
 
 def check_ref(ref: str) -> str:
@@ -1106,11 +1111,8 @@ def refund_cmd(ctx, phone, ref, amount, refund_ref, from_file, explain, jobs):
     """
     env = env_of(ctx)
     if from_file is not None:
-        if phone is not None or ref is not None or amount is not None or refund_ref is not None:
-            raise model.BadInput("--from takes no PHONE, REF, --amount or --ref: they come from the file", "usage")
-        from bonuscli import batch
-
-        ctx.exit(batch.run(env, from_file, batch.REFUND, False, "refunding", jobs))
+        from_batch(ctx, env, from_file, "REFUND", "refunding", jobs,
+                   {"PHONE": phone, "REF": ref, "--amount": amount, "--ref": refund_ref})
     if phone is None or ref is None:
         raise model.BadInput("refund needs PHONE and REF (or --from FILE)", "usage")
     phone = phone_arg(phone)
@@ -1145,11 +1147,8 @@ def adjust_cmd(ctx, phone, points, reason, ref, expires_on, from_file, jobs):
     """
     env = env_of(ctx)
     if from_file is not None:
-        if phone is not None or points is not None or reason is not None or ref is not None:
-            raise model.BadInput("--from takes no PHONE, POINTS, --reason or --ref: they come from the file", "usage")
-        from bonuscli import batch
-
-        ctx.exit(batch.run(env, from_file, batch.ADJUST, False, "adjusting", jobs))
+        from_batch(ctx, env, from_file, "ADJUST", "adjusting", jobs,
+                   {"PHONE": phone, "POINTS": points, "--reason": reason, "--ref": ref})
     if phone is None or points is None:
         raise model.BadInput("adjust needs PHONE and POINTS (or --from FILE)", "usage")
     phone = phone_arg(phone)

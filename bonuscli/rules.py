@@ -670,10 +670,18 @@ def replay(cat: Catalog, phone: str, events, now: dt.datetime, peers=None, regis
     `register`: also build the history rows (`history`, `explain`, `report` need them)."""
     m = Member(cat, phone)
     m.keep = register
+    return _play(m, events, now, peers)
+
+
+def _play(m: Member, events, now, peers) -> Member:
+    """Apply `events` (this ledger's, oldest first) up to `now`, then advance to `now`."""
     m.now = now
-    m.count = len(events)
-    if events:
-        m.last_at = max(from_iso(e["at"]) for e in events if e["at"])
+    m.count += len(events)
+    for e in reversed(events):  # a ledger's times only move forward: the last dated line is the latest
+        if e["at"]:
+            at = from_iso(e["at"])
+            m.last_at = at if m.last_at is None else max(m.last_at, at)
+            break
     own = _events_until(events, now)
     m._own = own
     peers = {p: _events_until(evs, now) for p, evs in (peers or {}).items()}
@@ -727,24 +735,9 @@ def freeze(m: Member) -> Member:
 def resume(cat: Catalog, m: Member, events, now: dt.datetime, peers=None) -> Member:
     """Continue a checkpointed member with the events appended after it."""
     m.cat = cat
-    m.now = now
     m.register = []
     m.keep = False
-    m.count += len(events)
-    for e in reversed(events):
-        if e["at"]:
-            at = from_iso(e["at"])
-            m.last_at = at if m.last_at is None else max(m.last_at, at)
-            break
-    own = _events_until(events, now)
-    m._own = own
-    peers = {p: _events_until(evs, now) for p, evs in (peers or {}).items()}
-    for e in own:
-        at = from_iso(e["at"])
-        m.advance(at)
-        m.apply(e, at, peers)
-    m.advance(now)
-    return m
+    return _play(m, events, now, peers)
 
 
 def extend(m: Member, event: dict) -> None:
