@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
-import hashlib
 import os
 import pickle
 from decimal import Decimal
@@ -667,9 +666,17 @@ def validate(path: Path, shown: str):
     return problems(doc, shown)
 
 
-def _cache_file(cache_dir: Path, path: Path, st) -> Path:
-    key = f"{path}\0{st.st_mtime_ns}\0{st.st_size}\0{__version__}".encode()
-    return cache_dir / f"catalog-{hashlib.sha256(key).hexdigest()[:24]}.pickle"
+def identity(path: Path) -> str:
+    """What a parsed catalog depends on: the file (resolved), its mtime and size, and bonuscli's version."""
+    resolved = path.resolve()
+    st = resolved.stat()
+    return f"{resolved}\0{st.st_mtime_ns}\0{st.st_size}\0{__version__}"
+
+
+def _cache_file(cache_dir: Path, key: str) -> Path:
+    import zlib
+
+    return cache_dir / f"catalog-{zlib.crc32(key.encode()):08x}{zlib.adler32(key.encode()):08x}.pickle"
 
 
 def load(path: Path, shown: str, cache_dir: Path | None = None) -> Catalog:
@@ -677,11 +684,11 @@ def load(path: Path, shown: str, cache_dir: Path | None = None) -> Catalog:
     cached = None
     if cache_dir is not None:
         try:
-            resolved = path.resolve()
-            cached = _cache_file(cache_dir, resolved, resolved.stat())
+            key = identity(path)
+            cached = _cache_file(cache_dir, key)
             with open(cached, "rb") as f:
-                cat = pickle.load(f)
-            if isinstance(cat, Catalog) and cat.path == shown:
+                stored_key, cat = pickle.load(f)
+            if stored_key == key and isinstance(cat, Catalog) and cat.path == shown:
                 return cat
         except Exception:
             pass
@@ -699,7 +706,7 @@ def load(path: Path, shown: str, cache_dir: Path | None = None) -> Catalog:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             os.fchmod(fd, 0o600)
             with os.fdopen(fd, "wb") as f:
-                pickle.dump(cat, f, protocol=pickle.HIGHEST_PROTOCOL)
+                pickle.dump((key, cat), f, protocol=pickle.HIGHEST_PROTOCOL)
             os.replace(tmp, cached)
         except OSError:
             pass

@@ -279,10 +279,10 @@ CHECKPOINT_MIN = 400  # events replayed before a member's state is worth saving
 
 def catalog_key(env) -> str:
     if getattr(env, "_catalog_key", None) is None:
-        import hashlib
-        import pickle
+        from bonuscli import catalog as catalog_mod
 
-        env._catalog_key = hashlib.sha256(pickle.dumps(env.catalog, protocol=4)).hexdigest()[:32] + __version__
+        env.catalog  # a valid catalog first
+        env._catalog_key = catalog_mod.identity(env.catalog_path)
     return env._catalog_key
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as dt
 import bisect
 import functools
-import hashlib
 import heapq
 from decimal import Decimal
 
@@ -220,6 +219,8 @@ def _earns(packed):
 
 
 def gift_id_for(sender: str, recipient: str, at: str, count: int, salt: int = 0) -> str:
+    import hashlib
+
     h = hashlib.sha256(f"{sender}>{recipient}@{at}#{count}/{salt}".encode()).digest()
     alphabet = "abcdefghjkmnpqrstuvwxyz23456789"
     n = int.from_bytes(h[:8], "big")
@@ -1039,6 +1040,8 @@ PER_WORDS = {"day": "a calendar day", "month": "a calendar month", "year": "a ca
 
 
 def voucher_code(event_seed: str) -> str:
+    import hashlib
+
     h = hashlib.sha256(event_seed.encode()).hexdigest().upper()
     return f"BOOK-{h[:4]}-{h[4:8]}-{h[8:12]}"
 
