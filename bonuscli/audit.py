@@ -68,7 +68,7 @@ def check_member(cat, root, phone, now) -> list:
     try:
         led = ledger_mod.read(path)
     except FilesError as e:
-        return [{"path": str(path), "line": 0, "message": e.message, "text": e.message}]
+        return [{"path": str(path), "line": 0, "message": e.message, "text": e.message, "unreadable": True}]
     peers = _Peers(root)
     peers[phone] = led
     return check_ledger(cat, phone, led, peers, now)
@@ -78,10 +78,11 @@ def check_dir(env, jobs=None) -> list:
     """Problems of every ledger in the data directory, ledgers spread over `jobs` processes."""
     from bonuscli import fleet
 
-    problems = []
+    unreadable, problems = [], []
     for found in fleet.map_members(env, jobs, check_member):
-        problems.extend(found)
-    return problems
+        for p in found:
+            (unreadable if p.pop("unreadable", False) else problems).append(p)
+    return unreadable + problems  # unreadable ledgers first, then each ledger's problems in phone order
 
 
 def check_ledger(cat, phone, led, ledgers, now) -> list:

@@ -506,8 +506,11 @@ def catalog_cmd(ctx, code, region, category, search, max_price, channel):
 @click.option("--scenario", "scenario", is_flag=True, help="Run the scenario FILES given as arguments.")
 @click.argument("files", nargs=-1, type=click.Path(dir_okay=False))
 @click.option("--jobs", type=click.IntRange(min=1), help="With --ledgers: processes reading ledgers (default: the core count).")
+@click.option("--engine", type=click.Choice(["local", "dask"]), default="local", show_default=True,
+              help="Where whole-directory work runs: this machine's processes, or a Dask cluster.")
+@click.option("--scheduler", metavar="ADDRESS", help="With --engine dask: a running scheduler (default: a local cluster).")
 @click.pass_context
-def check_cmd(ctx, ledgers, scenario, files, jobs):
+def check_cmd(ctx, ledgers, scenario, files, jobs, engine, scheduler):
     """Validate a catalog: silent and exit 0 when valid, `file:line: message` lines and exit 3 when not.
 
     \b
@@ -538,7 +541,12 @@ def check_cmd(ctx, ledgers, scenario, files, jobs):
     if ledgers:
         from bonuscli import audit
 
-        problems = audit.check_dir(env, jobs)
+        if engine == "dask":
+            from bonuscli import dask_engine
+
+            problems = dask_engine.check_dir(env, scheduler=scheduler)
+        else:
+            problems = audit.check_dir(env, jobs)
         if problems:
             if env.as_json:
                 render.emit_json({"valid": False, "problems": problems})
@@ -1183,8 +1191,11 @@ def explain_cmd(ctx, phone, key):
 @click.option("--from", "from_date", help="First date of the monthly figures (YYYY-MM-DD).")
 @click.option("--until", "until_date", help="Last date of the monthly figures (YYYY-MM-DD).")
 @click.option("--jobs", type=click.IntRange(min=1), help="Processes reading ledgers (default: the core count).")
+@click.option("--engine", type=click.Choice(["local", "dask"]), default="local", show_default=True,
+              help="Where whole-directory work runs: this machine's processes, or a Dask cluster.")
+@click.option("--scheduler", metavar="ADDRESS", help="With --engine dask: a running scheduler (default: a local cluster).")
 @click.pass_context
-def report_cmd(ctx, region, from_date, until_date, jobs):
+def report_cmd(ctx, region, from_date, until_date, jobs, engine, scheduler):
     """Program-wide figures over the data directory as of --at.
 
     \b
@@ -1196,7 +1207,12 @@ def report_cmd(ctx, region, from_date, until_date, jobs):
     region = region_opt(env.catalog, region)
     f = model.parse_date(from_date, "--from") if from_date else None
     u = model.parse_date(until_date, "--until") if until_date else None
-    view = fleet.report(env, region, f, u, jobs)
+    if engine == "dask":
+        from bonuscli import dask_engine
+
+        view = dask_engine.report(env, region, f, u, scheduler=scheduler)
+    else:
+        view = fleet.report(env, region, f, u, jobs)
 
     def human(v):
         text = kv(v["members"], list(v["members"])) + f"\n\noutstanding  {v['outstanding']}\ndebt         {v['debt']}"

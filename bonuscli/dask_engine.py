@@ -3,7 +3,7 @@ mapped over a dask.distributed cluster instead of this machine's process pool.
 
 Owns: connecting to a scheduler (or starting a small LocalCluster), shipping the
 parsed catalog to the workers once, mapping the SAME pure per-member functions the
-local engine uses (fleet._member_summary, audit.check_ledger, diff.impact,
+local engine uses (fleet._member_summary, audit.check_member, diff.impact,
 scenario.run_one) over chunks of members, and reducing the partial results
 exactly as the local path does (integer sums; lists put back in phone or request
 order). Workers read ledgers themselves, so every worker must see the data
@@ -155,7 +155,7 @@ def map_chunks(func, chunks, *shared, scheduler: str | None = None, cluster: Clu
 def _worth_scattering(v) -> bool:
     import datetime
 
-    return not isinstance(v, (str, bytes, int, float, type(None), os.PathLike, datetime.date))
+    return not (callable(v) or isinstance(v, (str, bytes, int, float, type(None), os.PathLike, datetime.date)))
 
 
 class _Raised:
@@ -183,6 +183,36 @@ def chunked(items, n_workers: int, min_size: int | None = None) -> list:
     return [items[i:i + size] for i in range(0, len(items), size)]
 
 
+# ---------------------------------------------------------------- per member
+
+
+def members_part(func, cat, root, now, phones) -> list:
+    """[func(cat, root, phone, now) for phone in phones]: one task's share of fleet.map_members."""
+    return [func(cat, root, p, now) for p in phones]
+
+
+def map_members(env, func=None, scheduler: str | None = None, cluster: Cluster | None = None) -> list:
+    """fleet.map_members on Dask: `func(cat, root, phone, now)` (a module-level function returning
+    plain data; by default fleet's report summary) for every ledger, in phone order.
+
+    Every result travels back to this process; `report` and `check_dir` below reduce less data."""
+    if func is None:
+        from bonuscli import fleet
+
+        func = fleet._member_summary
+    phones = env.store.phones()
+    cat, root, now = env.catalog, env.data_dir, env.now
+
+    def run(c):
+        return [r for part in c.map_chunks(members_part, chunked(phones, c.n_workers()), func, cat, root, now)
+                for r in part]
+
+    if cluster is not None:
+        return run(cluster)
+    with Cluster(scheduler) as c:
+        return run(c)
+
+
 # ---------------------------------------------------------------- report
 
 
@@ -191,23 +221,6 @@ def summaries(cat, root, now, phones) -> list:
     from bonuscli import fleet
 
     return [fleet._member_summary(cat, root, p, now) for p in phones]
-
-
-def map_members(env, scheduler: str | None = None, cluster: Cluster | None = None) -> list:
-    """fleet.map_members on Dask: per-member summaries for every ledger, in phone order.
-
-    Exact, but every summary travels back to this process; for a large directory
-    use `report`, which reduces on the workers."""
-    phones = env.store.phones()
-    cat, root, now = env.catalog, env.data_dir, env.now
-
-    def run(c):
-        return [s for part in c.map_chunks(summaries, chunked(phones, c.n_workers()), cat, root, now) for s in part]
-
-    if cluster is not None:
-        return run(cluster)
-    with Cluster(scheduler) as c:
-        return run(c)
 
 
 class _PhoneList:
@@ -290,78 +303,17 @@ def merge_reports(a, b):
 # ---------------------------------------------------------------- check --ledgers
 
 
-class _LazyLedgers:
-    """The `ledgers` mapping audit.check_ledger expects (phone -> LedgerRead of every readable
-    ledger in the directory), reading only the peers a member's checks ask for."""
-
-    def __init__(self, root, phone, led):
-        self.root = root
-        self._cache = {phone: led}
-
-    def _load(self, phone):
-        if phone in self._cache:
-            return self._cache[phone]
-        from bonuscli import ledger as ledger_mod
-        from bonuscli import paths
-
-        led = None
-        try:
-            path = paths.ledger_path(self.root, phone)
-            if os.path.lexists(path):  # a phone with no file is not a ledger of the directory
-                led = ledger_mod.read(path)
-        except (ValueError, TypeError, FilesError):  # not a phone, or unreadable: absent, as in audit.check_dir
-            led = None
-        self._cache[phone] = led
-        return led
-
-    def __contains__(self, phone):
-        return self._load(phone) is not None
-
-    def __getitem__(self, phone):
-        led = self._load(phone)
-        if led is None:
-            raise KeyError(phone)
-        return led
-
-    def get(self, phone, default=None):
-        led = self._load(phone)
-        return default if led is None else led
-
-
-def check_member(cat, root, phone, now):
-    """audit.check_ledger for one member, reading its peers' ledgers as needed:
-    (problem reading the ledger or None, [problems found in it])."""
-    from bonuscli import audit
-    from bonuscli import ledger as ledger_mod
-    from bonuscli import paths
-
-    path = paths.ledger_path(root, phone)
-    try:
-        led = ledger_mod.read(path)
-    except FilesError as e:
-        return {"path": str(path), "line": 0, "message": e.message, "text": e.message}, []
-    return None, audit.check_ledger(cat, phone, led, _LazyLedgers(root, phone, led), now)
-
-
-def check_part(cat, root, now, phones) -> list:
-    return [check_member(cat, root, p, now) for p in phones]
-
-
 def check_dir(env, scheduler: str | None = None, cluster: Cluster | None = None) -> list:
-    """audit.check_dir on Dask: the same problems in the same order (unreadable ledgers
-    first, then each ledger's problems in phone order)."""
-    phones = env.store.phones()
-    cat, root, now = env.catalog, env.data_dir, env.now
+    """audit.check_dir on Dask: audit.check_member per ledger (each reads the peers it needs),
+    reduced as the local path does: unreadable ledgers first, then each ledger's problems in
+    phone order."""
+    from bonuscli import audit
 
-    def run(c):
-        return [r for part in c.map_chunks(check_part, chunked(phones, c.n_workers()), cat, root, now) for r in part]
-
-    if cluster is not None:
-        results = run(cluster)
-    else:
-        with Cluster(scheduler) as c:
-            results = run(c)
-    return [err for err, _ in results if err is not None] + [p for _, probs in results for p in probs]
+    unreadable, problems = [], []
+    for found in map_members(env, audit.check_member, scheduler=scheduler, cluster=cluster):
+        for p in found:
+            (unreadable if p.pop("unreadable", False) else problems).append(p)
+    return unreadable + problems
 
 
 # ---------------------------------------------------------------- diff --ledgers

@@ -176,3 +176,26 @@ def test_checkpoint_directory_can_be_deleted(run, tmp_path, monkeypatch):
     shutil.rmtree(data / "cache")
     assert run.j("balance", A, "--at", "2025-01-12", "--data-dir", data)["available"] == 250
     assert os.path.exists(data / "cache" / "members" / f"{A}.ckpt")
+
+
+def test_engines_give_the_same_report_and_check(run, tmp_path, monkeypatch):
+    data = tmp_path / "d"
+    monkeypatch.setattr(cli, "CHECKPOINT_MIN", 10**9)
+    flow(run, data)
+    local = run.j("report", "--at", "2026-01-20", "--data-dir", data, "--engine", "local")
+    dask = run.j("report", "--at", "2026-01-20", "--data-dir", data, "--engine", "dask")
+    assert local == dask
+    assert local["members"]["total"] == 2
+    for engine in ("local", "dask"):
+        r = run("check", "--ledgers", "--at", "2026-01-20", "--data-dir", data, "--engine", engine)
+        assert (r.exit_code, r.stdout, r.stderr) == (0, "", "")
+    ledger = data / "ledgers" / f"{A}.jsonl"
+    lines = ledger.read_bytes().splitlines(keepends=True)
+    ledger.write_bytes(lines[0] + lines[2] + lines[1] + b"".join(lines[3:]))  # two lines swapped
+    out = {}
+    for engine in ("local", "dask"):
+        r = run("check", "--ledgers", "--at", "2026-01-20", "--data-dir", data, "--engine", engine)
+        assert r.exit_code == 3
+        out[engine] = r.stderr
+    assert out["local"] == out["dask"]
+    assert f"{A}.jsonl:2: hash chain broken" in out["local"]
