@@ -121,8 +121,8 @@ def too_deep(text: str) -> bool:
                     return True
             elif isinstance(token, closes):
                 depth -= 1
-    except yaml.YAMLError:
-        return False  # the parser reports it with its line
+    except yaml.YAMLError as e:  # PyYAML >= 6.0.4 has a nesting limit of its own
+        return "nesting" in str(getattr(e, "problem", "") or e)
     return False
 
 

@@ -68,8 +68,12 @@ class Cluster:
         distributed = _distributed()
         if self.scheduler is None:
             try:
-                self._cluster = distributed.LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True,
-                                                         dashboard_address=None, silence_logs=logging.ERROR)
+                # no dashboard; the scheduler's always-on HTTP endpoint on a free loopback port (its
+                # default, 8787, warns on stderr when another cluster holds it)
+                self._cluster = distributed.LocalCluster(
+                    n_workers=self.workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                    host="127.0.0.1", scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+                    silence_logs=logging.ERROR)
                 self.client = distributed.Client(self._cluster, set_as_default=False)
             except Exception as e:
                 self.close()

@@ -368,3 +368,21 @@ def test_dask_is_never_imported_eagerly():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+# ---------------------------------------------------------------- through the command line
+
+
+def test_cli_engine_dask_end_to_end(small, sub):
+    """A real `python -m bonuscli` starts its own LocalCluster (worker processes are spawned),
+    prints the same JSON as the local engine, and nothing on stderr."""
+    common = ["--data-dir", str(small), "--at", ASOF, "--json"]
+    local = sub(["report", *common])
+    dask = sub(["report", "--engine", "dask", *common])
+    assert local.returncode == 0, local.stderr
+    assert dask.returncode == 0, dask.stderr
+    assert json.loads(dask.stdout) == json.loads(local.stdout)
+    assert dask.stderr == ""
+    checked = sub(["check", "--ledgers", "--engine", "dask", *common])
+    assert checked.returncode == 0, checked.stderr
+    assert json.loads(checked.stdout)["valid"] is True and checked.stderr == ""
