@@ -375,47 +375,27 @@ def kv(view, keys):
 # ---------------------------------------------------------------- catalog and check
 
 
-def _complete(ctx, values, incomplete):
-    try:
-        return [v for v in values(env_of(ctx).catalog) if v.startswith(incomplete)]
-    except Exception:
-        return []
+def _completer(values, upper=False):
+    """A shell_complete callback offering `values(env)` that start with what was typed.
+
+    It never prints and never raises: a broken catalog or data dir just offers nothing."""
+
+    def complete(ctx, param, incomplete):
+        try:
+            typed = incomplete.upper() if upper else incomplete
+            return [v for v in values(env_of(ctx)) if v.startswith(typed)]
+        except Exception:
+            return []
+
+    return complete
 
 
-def complete_region(ctx, param, incomplete):
-    try:
-        return [r for r in env_of(ctx).catalog.regions if r.startswith(incomplete.upper())]
-    except Exception:
-        return []
-
-
-def complete_reward(ctx, param, incomplete):
-    try:
-        return [c for c in env_of(ctx).catalog.rewards if c.startswith(incomplete)]
-    except Exception:
-        return []
-
-
-def complete_category(ctx, param, incomplete):
-    try:
-        cat = env_of(ctx).catalog
-        return [c for c in list(cat.categories) + list(cat.ineligible) if c.startswith(incomplete)]
-    except Exception:
-        return []
-
-
-def complete_phone(ctx, param, incomplete):
-    try:
-        return [p for p in env_of(ctx).store.phones() if p.startswith(incomplete)]
-    except Exception:
-        return []
-
-
-def complete_channel(ctx, param, incomplete):
-    try:
-        return [c for c in env_of(ctx).catalog.channels if c.startswith(incomplete)]
-    except Exception:
-        return []
+complete_region = _completer(lambda env: env.catalog.regions, upper=True)
+complete_reward = _completer(lambda env: env.catalog.rewards)
+complete_category = _completer(lambda env: list(env.catalog.categories) + list(env.catalog.ineligible))
+complete_reward_category = _completer(lambda env: env.catalog.reward_categories)
+complete_phone = _completer(lambda env: env.store.phones())
+complete_channel = _completer(lambda env: env.catalog.channels)
 
 
 def region_opt(cat, value):
@@ -449,7 +429,7 @@ def reward_json(cat, r, region=None):
 @click.argument("code", required=False, shell_complete=complete_reward)
 @click.option("--region", help="Show prices for this home region.", shell_complete=complete_region)
 @click.option("--category", "category", help="Only rewards of this category.",
-              shell_complete=lambda ctx, param, incomplete: _complete(ctx, lambda cat: cat.reward_categories, incomplete))
+              shell_complete=complete_reward_category)
 @click.option("--search", help="Only rewards whose code or name contains this text.")
 @click.option("--max-price", type=click.IntRange(min=0), help="Only rewards at most this many points.")
 @click.option("--channel", help="Only rewards that can be ordered through this channel.",

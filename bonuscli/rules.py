@@ -392,14 +392,18 @@ class Member:
 
         Returns the lots taken as [{expires_on, points, lot}]."""
         taken = []
+
+        def take_from(lot, points):
+            n = min(lot.points, points)
+            lot.points -= n
+            self._avail -= n
+            taken.append({"expires_on": lot.expires_on.isoformat(), "points": n, "lot": lot.id})
+            return points - n
+
         if first is not None and points > 0:
             for i, lot in enumerate(self.lots):
                 if lot.id == first:
-                    n = min(lot.points, points)
-                    lot.points -= n
-                    points -= n
-                    self._avail -= n
-                    taken.append({"expires_on": lot.expires_on.isoformat(), "points": n, "lot": lot.id})
+                    points = take_from(lot, points)
                     if lot.points == 0:
                         del self.lots[i]
                     break
@@ -407,11 +411,7 @@ class Member:
         for lot in self.lots:
             if points <= 0:
                 break
-            n = min(lot.points, points)
-            lot.points -= n
-            points -= n
-            self._avail -= n
-            taken.append({"expires_on": lot.expires_on.isoformat(), "points": n, "lot": lot.id})
+            points = take_from(lot, points)
             if lot.points == 0:
                 used += 1
         if used:
