@@ -1058,8 +1058,11 @@ def completion_cmd(ctx, shell):
 @click.option("--scenario", "scenario", type=click.Path(dir_okay=False),
               help="Replay this scenario's members under both catalogs.")
 @click.option("--fail-on", "fail_on", default="", help="Comma-separated change kinds that exit 1 (e.g. price-increase).")
+@click.option("--engine", type=click.Choice(["local", "dask"]), default="local", show_default=True,
+              help="Where whole-directory work runs: this machine's processes, or a Dask cluster.")
+@click.option("--scheduler", metavar="ADDRESS", help="With --engine dask: a running scheduler (default: a local cluster).")
 @click.pass_context
-def diff_cmd(ctx, old, new, ledgers, scenario, fail_on):
+def diff_cmd(ctx, old, new, ledgers, scenario, fail_on, engine, scheduler):
     """What changed between two catalogs, and what it does to members.
 
     \b
@@ -1067,7 +1070,8 @@ def diff_cmd(ctx, old, new, ledgers, scenario, fail_on):
     """
     from bonuscli import diff as diff_mod
 
-    code = diff_mod.run(env_of(ctx), old, new, ledgers, scenario, [k.strip() for k in fail_on.split(",") if k.strip()])
+    code = diff_mod.run(env_of(ctx), old, new, ledgers, scenario, [k.strip() for k in fail_on.split(",") if k.strip()],
+                        engine, scheduler)
     ctx.exit(code)
 
 

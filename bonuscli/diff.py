@@ -289,7 +289,8 @@ def human(doc) -> str:
     return text
 
 
-def run(env, old_path: str, new_path: str, ledgers: bool, scenario_path, fail_on) -> int:
+def run(env, old_path: str, new_path: str, ledgers: bool, scenario_path, fail_on, engine="local",
+        scheduler=None) -> int:
     unknown = [k for k in fail_on if k not in KINDS]
     if unknown:
         raise BadInput(f"--fail-on: unknown change kind {', '.join(unknown)} (kinds: {', '.join(KINDS)})", "usage")
@@ -303,10 +304,15 @@ def run(env, old_path: str, new_path: str, ledgers: bool, scenario_path, fail_on
             members, times = scenario_ledgers(scenario_path, Path(old_path).expanduser())
             at_text = env.at_text or max(times, key=lambda t: parse_when(t, old.tz))  # the story's last instant
         else:
-            members = read_ledgers(env.data_dir)
+            members = read_ledgers(env.data_dir) if engine != "dask" else None
             at_text = env.at_text
         now = parse_when(at_text, old.tz) if at_text else dt.datetime.now(old.tz).replace(microsecond=0)
-        doc["impact"] = impact(old, new, members, now)
+        if members is None:  # --ledgers on Dask: the workers read the ledgers
+            from bonuscli import dask_engine
+
+            doc["impact"] = dask_engine.impact(old, new, env.data_dir, now, scheduler=scheduler)
+        else:
+            doc["impact"] = impact(old, new, members, now)
     found = [k for k in fail_on if any(c["kind"] == k for c in doc["changes"])]
     doc["failed_on"] = found
     if env.as_json:

@@ -199,3 +199,23 @@ def test_engines_give_the_same_report_and_check(run, tmp_path, monkeypatch):
         out[engine] = r.stderr
     assert out["local"] == out["dask"]
     assert f"{A}.jsonl:2: hash chain broken" in out["local"]
+
+
+def test_engines_give_the_same_diff_impact(run, tmp_path, monkeypatch):
+    data = tmp_path / "d"
+    flow(run, data)
+    from conftest import ROOT
+
+    new = tmp_path / "new.yaml"
+    text = (ROOT / "catalog.yaml").read_text()
+    new.write_text(text.replace("mobile: {rub_per_point: 5,", "mobile: {rub_per_point: 4,", 1))
+    assert new.read_text() != text
+    docs = {}
+    for engine in ("local", "dask"):
+        r = run("diff", ROOT / "catalog.yaml", new, "--ledgers", "--json", "--at", "2025-04-15",
+                "--data-dir", data, "--engine", engine)
+        assert r.exit_code == 0, r.stderr
+        docs[engine] = json.loads(r.stdout)
+    assert docs["local"] == docs["dask"]
+    impact = docs["local"]["impact"]
+    assert impact["total"]["available_new"] > impact["total"]["available_old"]
