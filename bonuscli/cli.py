@@ -504,7 +504,7 @@ def check_cmd(ctx, ledgers, scenario, files, jobs, engine, scheduler):
             raise model.BadInput("--scenario needs one or more scenario files", "usage")
         from bonuscli import scenario as scenario_mod
 
-        code = scenario_mod.run_files(env, files)
+        code = scenario_mod.run_files(env, files, engine, scheduler)
         ctx.exit(code)
     from bonuscli import catalog as catalog_mod
 

@@ -690,10 +690,15 @@ def human(results) -> str:
     return text
 
 
-def run_files(env, files) -> int:
+def run_files(env, files, engine="local", scheduler=None) -> int:
     """`bonuscli check --scenario FILE...`: 0 all pass, 1 an expectation failed, 3 a file is invalid."""
     default_catalog = env.catalog_path
-    results = [run_one(str(f), default_catalog) for f in files]
+    if engine == "dask":
+        from bonuscli import dask_engine
+
+        results = dask_engine.run_scenarios([str(f) for f in files], default_catalog, scheduler=scheduler)
+    else:
+        results = [run_one(str(f), default_catalog) for f in files]
     failed = [r for r in results if r.status == "fail"]
     invalid = [r for r in results if r.status == "invalid"]
     if env.as_json:

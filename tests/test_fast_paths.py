@@ -219,3 +219,16 @@ def test_engines_give_the_same_diff_impact(run, tmp_path, monkeypatch):
     assert docs["local"] == docs["dask"]
     impact = docs["local"]["impact"]
     assert impact["total"]["available_new"] > impact["total"]["available_old"]
+
+
+def test_engines_give_the_same_scenario_results(run):
+    from conftest import ROOT
+
+    files = sorted(str(p) for p in (ROOT / "scenarios").glob("*.yaml"))[:3]
+    out = {}
+    for engine in ("local", "dask"):
+        r = run("check", "--scenario", *files, "--json", "--engine", engine)
+        assert r.exit_code == 0, r.stderr
+        out[engine] = json.loads(r.stdout)
+    assert out["local"] == out["dask"]
+    assert out["local"]["total"]["passed"] == 3
