@@ -8,7 +8,6 @@ parsed-catalog cache. Imports model; yaml lazily.
 from __future__ import annotations
 
 import datetime as dt
-import difflib
 import os
 import pickle
 from decimal import Decimal
@@ -182,6 +181,8 @@ class _Checker:
         known = tuple(required) + tuple(optional)
         for key in mapping:
             if key not in known:
+                import difflib
+
                 hint = difflib.get_close_matches(str(key), known, n=1)
                 more = f" (did you mean '{hint[0]}'?)" if hint else f" (known: {', '.join(known)})"
                 self.add(mapping.lines[key], f"{where}: unknown key '{key}'{more}")
