@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bonuscli import catalog as catalog_mod  # noqa: E402
 from bonuscli import ledger, rules  # noqa: E402
-from bonuscli.cli import stamp  # noqa: E402
+from bonuscli.service import stamp  # noqa: E402
 from bonuscli.model import iso  # noqa: E402
 
 CATEGORIES = ["mobile", "mobile_internet", "home_internet", "home_tv", "home_phone", "mts_store", "partner_store",
@@ -116,7 +116,7 @@ def generate(root: Path, members: int, events: int, seed: int = 1, start="2025-0
             elif r < 0.95 and m.earns:
                 ref = rnd.choice(list(m.earns))
                 rec = m.earns[ref]
-                left = rec["amount"] - rec["refunded_amount"]
+                left = (Decimal(rec[rules.member.E_AMOUNT] - rec[rules.member.E_REF_AMOUNT]) / 100).quantize(Decimal("0.01"))
                 if left <= 0:
                     continue
                 d = rules.refund(cat, m, when, ref, (left / 2).quantize(Decimal("0.01")) or left)
@@ -129,7 +129,7 @@ def generate(root: Path, members: int, events: int, seed: int = 1, start="2025-0
                 if other is None or other == phone:
                     continue
                 o = g.members[other]
-                if o.join["region"] != m.join["region"] or (o.last_at and o.last_at > when):
+                if o.join["region"] != m.join["region"] or (o.last_at and o.last_at > rules.seconds(when)):
                     continue
                 d = rules.gift(cat, m, o, when, rnd.randrange(1, 50))
                 if isinstance(d, rules.Refusal):

@@ -1,14 +1,15 @@
 """`check --ledgers`: every ledger of a data directory, and the invariants across them.
 
-Owns: the invariant checker used by tests and by the command. Reads ledgers
-through ledger.read (never writes); the arithmetic is the rules' replay.
-Imports model, ledger, rules.
+Owns: the invariant checker used by tests and by the command (LEDGER_CHECKS).
+Reads ledgers through the service's store (never writes, never trusts a
+snapshot); the arithmetic is the rules' replay. Returns problems as values.
+Imports model, ledger, rules, fleet.
 """
 
 from __future__ import annotations
 
 from bonuscli import ledger as ledger_mod
-from bonuscli import paths, rules
+from bonuscli import rules
 from bonuscli.model import FilesError
 
 
@@ -18,7 +19,8 @@ def _problem(path, line, message):
 
 def conservation(m) -> tuple:
     """(left side, right side) of: credited + received = available + spent + expired
-    + forfeited + gifted + held + refunded - debt + debited."""
+    + forfeited + gifted + held + refunded - debt + debited (held: still valid; what expired
+    while held is in expired)."""
     t = m.totals
     lhs = t["credited"] + t["received"]
     rhs = (m.available() + t["spent"] + t["expired"] + t["forfeited"] + t["gifted"] + m.held_out()
@@ -38,17 +40,37 @@ def line_of(led, event_id) -> int:
     return 1
 
 
-class _Peers(dict):
-    """Ledgers read on demand (a missing one reads as empty; an unreadable one as empty too:
-    its own check reports it)."""
+def check_member(svc, phone, now) -> list:
+    """Every problem of one ledger, reading the other ledgers its gifts and referrals name."""
+    path = svc.store.path(phone)
+    try:
+        led = svc.store.read(phone)
+    except FilesError as e:
+        return [{"path": str(path), "line": 0, "message": e.message, "text": e.message, "unreadable": True}]
+    return check_ledger(svc, phone, led, now)
 
-    def __init__(self, root):
+
+def check_dir(svc, now, jobs=None) -> list:
+    """Problems of every ledger in the data directory, ledgers spread over `jobs` processes."""
+    from bonuscli import fleet
+
+    unreadable, problems = [], []
+    for found in fleet.map_members(svc, now, check_member, jobs):
+        for p in found:
+            (unreadable if p.pop("unreadable", False) else problems).append(p)
+    return unreadable + problems  # unreadable ledgers first, then each ledger's problems in phone order
+
+
+class _Peers(dict):
+    """Ledgers read on demand (a missing or unreadable one reads as absent: its own check reports it)."""
+
+    def __init__(self, store):
         super().__init__()
-        self.root = root
+        self.store = store
 
     def __missing__(self, phone):
         try:
-            led = ledger_mod.read(paths.ledger_path(self.root, phone))
+            led = self.store.read(phone)
         except (FilesError, ValueError):
             led = None
         self[phone] = led
@@ -58,34 +80,12 @@ class _Peers(dict):
         led = self[phone]
         return led if led is not None and led.size else default
 
-    def __contains__(self, phone):
-        return self.get(phone) is not None
 
-
-def check_member(cat, root, phone, now) -> list:
-    """Every problem of one ledger, reading the other ledgers its gifts and referrals name."""
-    path = paths.ledger_path(root, phone)
-    try:
-        led = ledger_mod.read(path)
-    except FilesError as e:
-        return [{"path": str(path), "line": 0, "message": e.message, "text": e.message, "unreadable": True}]
-    peers = _Peers(root)
-    peers[phone] = led
-    return check_ledger(cat, phone, led, peers, now)
-
-
-def check_dir(env, jobs=None) -> list:
-    """Problems of every ledger in the data directory, ledgers spread over `jobs` processes."""
-    from bonuscli import fleet
-
-    unreadable, problems = [], []
-    for found in fleet.map_members(env, jobs, check_member):
-        for p in found:
-            (unreadable if p.pop("unreadable", False) else problems).append(p)
-    return unreadable + problems  # unreadable ledgers first, then each ledger's problems in phone order
-
-
-def check_ledger(cat, phone, led, ledgers, now) -> list:
+def check_ledger(svc, phone, led, now) -> list:
+    cat = svc.catalog
+    t = rules.seconds(now)
+    ledgers = _Peers(svc.store)
+    ledgers[phone] = led
     out = []
     try:
         with open(led.path, "rb") as f:
@@ -104,19 +104,22 @@ def check_ledger(cat, phone, led, ledgers, now) -> list:
         seen_ids.add(e["id"])
         if e["type"] == "repair":
             continue
-        at = e["at"]
-        if last is not None and rules.from_iso(at) < last:
+        at = rules.instant(e["at"])
+        if last is not None and at < last:
             out.append(_problem(led.path, line_of(led, e["id"]), f"event {e['id']} is dated before the one above it"))
-        last = rules.from_iso(at)
+        last = at
         if e["type"] in ("earn", "refund", "adjust") and e.get("ref") is not None:
             key = (e["type"], e["ref"])
             if key in refs:
                 out.append(_problem(led.path, line_of(led, e["id"]),
                                     f"reference {e['ref']} applied twice ({e['type']}; first {refs[key]})"))
             refs[key] = e["id"]
-    peers = {p: (ledgers[p].events if p in ledgers else ()) for p in rules.peers_needed(led.events, now)}
+    peers = {}
+    for p in rules.peers_needed(led.events, t):
+        other = ledgers.get(p)
+        peers[p] = other.events if other is not None else ()
     try:
-        m = rules.replay(cat, phone, led.events, now, peers)
+        m = rules.replay(cat, phone, led.events, t, peers)
     except Exception as e:  # a ledger the rules cannot replay is unsound
         return out + [_problem(led.path, 1, f"cannot replay this ledger ({type(e).__name__}: {e})")]
     lhs, rhs = conservation(m)
@@ -128,7 +131,7 @@ def check_ledger(cat, phone, led, ledgers, now) -> list:
         if t == "gift_out":
             other = ledgers.get(e["to"])
             inn = [x for x in (other.events if other else ()) if x["type"] == "gift_in" and x.get("gift_id") == e["gift_id"]]
-            status, _ = rules.gift_outcome(e["gift_id"], led.events, other.events if other else (), now)
+            status, _ = rules.gift_outcome(e["gift_id"], led.events, other.events if other else (), now, cat)
             if inn:
                 x = inn[0]
                 if x["points"] != e["points"] or x["from"] != phone or x.get("lots") != e.get("lots"):

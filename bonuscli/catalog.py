@@ -2,14 +2,15 @@
 
 Owns: safe YAML loading (C loader when present, no arbitrary objects, limits on
 size, nesting and alias expansion), the ordered validation checks, and the
-parsed-catalog cache. Imports model; yaml lazily.
+parsed-catalog cache (plain JSON with a whitelist of model types: nothing read
+from the cache is executed). Imports model; yaml lazily.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
-import pickle
 from decimal import Decimal
 from pathlib import Path
 
@@ -677,21 +678,71 @@ def identity(path: Path) -> str:
 def _cache_file(cache_dir: Path, key: str) -> Path:
     import zlib
 
-    return cache_dir / f"catalog-{zlib.crc32(key.encode()):08x}{zlib.adler32(key.encode()):08x}.pickle"
+    return cache_dir / f"catalog-{zlib.crc32(key.encode()):08x}{zlib.adler32(key.encode()):08x}.json"
 
 
-def load(path: Path, shown: str, cache_dir: Path | None = None) -> Catalog:
-    """A valid Catalog, or FilesError listing every problem (one per line)."""
+CACHE_FORMAT = 1
+_TYPES = {t.__name__: t for t in (Catalog, Activation, Bonuses, EarnCategory, GiftRules, Limit, Reward,
+                                  RewardCategory, Step, StoreDiscount)}
+
+
+def to_plain(value):
+    """A parsed catalog as JSON-able data: named tuples, decimals, dates and tuples tagged."""
+    if isinstance(value, tuple) and hasattr(value, "_fields"):
+        return {"$t": type(value).__name__, "f": [to_plain(v) for v in value]}
+    if isinstance(value, Decimal):
+        return {"$d": str(value)}
+    if isinstance(value, dt.date):
+        return {"$date": value.isoformat()}
+    if isinstance(value, tuple):
+        return {"$tuple": [to_plain(v) for v in value]}
+    if isinstance(value, list):
+        return [to_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {"$dict": [[to_plain(k), to_plain(v)] for k, v in value.items()]}
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    raise TypeError(f"cannot cache {type(value).__name__}")
+
+
+def from_plain(value):
+    """The inverse of `to_plain`; only the model's own types are built (ValueError otherwise)."""
+    if isinstance(value, dict):
+        if "$t" in value:
+            cls = _TYPES.get(value["$t"])
+            if cls is None:
+                raise ValueError(f"not a catalog type: {value['$t']!r}")
+            return cls(*[from_plain(v) for v in value["f"]])
+        if "$d" in value:
+            return Decimal(value["$d"])
+        if "$date" in value:
+            return dt.date.fromisoformat(value["$date"])
+        if "$tuple" in value:
+            return tuple(from_plain(v) for v in value["$tuple"])
+        if "$dict" in value:
+            return {from_plain(k): from_plain(v) for k, v in value["$dict"]}
+        raise ValueError("not a cached catalog")
+    if isinstance(value, list):
+        return [from_plain(v) for v in value]
+    return value
+
+
+def load(path: Path, shown: str, cache_dir: Path | None = None, defer: list | None = None) -> Catalog:
+    """A valid Catalog, or FilesError listing every problem (one per line). With `defer`, a cache
+    miss appends the function that writes the cache instead of writing it (the caller runs it once
+    the command has succeeded: bad input changes nothing on disk)."""
     cached = None
     if cache_dir is not None:
         try:
             key = identity(path)
             cached = _cache_file(cache_dir, key)
             with open(cached, "rb") as f:
-                stored_key, cat = pickle.load(f)
-            if stored_key == key and isinstance(cat, Catalog) and cat.path == shown:
-                return cat
-        except Exception:
+                doc = json.loads(f.read())
+            if doc.get("format") == CACHE_FORMAT and doc.get("key") == key:
+                cat = from_plain(doc["catalog"])
+                if isinstance(cat, Catalog) and cat.path == shown:
+                    return cat
+        except Exception:  # a cache is only an optimisation: any doubt is a miss
             pass
     cat, probs = validate(path, shown)
     if probs:
@@ -699,16 +750,23 @@ def load(path: Path, shown: str, cache_dir: Path | None = None) -> Catalog:
         err.problems = probs
         raise err
     if cached is not None:
-        try:
-            from bonuscli.paths import make_private_dir
-
-            make_private_dir(cache_dir)
-            tmp = cached.with_suffix(f".{os.getpid()}.tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            os.fchmod(fd, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                pickle.dump((key, cat), f, protocol=pickle.HIGHEST_PROTOCOL)
-            os.replace(tmp, cached)
-        except OSError:
-            pass
+        if defer is not None:
+            defer.append(lambda: _save(cache_dir, cached, key, cat))
+        else:
+            _save(cache_dir, cached, key, cat)
     return cat
+
+
+def _save(cache_dir: Path, cached: Path, key: str, cat: Catalog) -> None:
+    try:
+        from bonuscli.paths import make_private_dir
+
+        make_private_dir(cache_dir)
+        tmp = cached.with_suffix(f".{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump({"format": CACHE_FORMAT, "key": key, "catalog": to_plain(cat)}, f, ensure_ascii=False)
+        os.replace(tmp, cached)
+    except (OSError, TypeError, ValueError):
+        pass

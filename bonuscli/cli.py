@@ -1,7 +1,10 @@
-"""The command line: parse, load the catalog, read ledgers, let the rules decide,
-append, render. The only reader of the clock, the environment and argv; the
-one error handler of the program. Imports every other module, lazily: a
-command imports only what it uses, so `--version` costs little more than Click.
+"""The command line: parse, call the service layer, render.
+
+The only reader of the clock, the environment and argv, and the one error
+handler of the program (CLI.md §2). Commands turn Click's values into requests
+(bonuscli.requests), call bonuscli.service (or the whole-directory modules
+over it), and print what they return. Imported by `__main__` alone. Imports
+lazily, so `--version` costs little more than Click.
 """
 
 from __future__ import annotations
@@ -26,11 +29,11 @@ class _Lazy:
         return getattr(module, attr)
 
 
-rules = _Lazy("bonuscli.rules")
-ledger_mod = _Lazy("bonuscli.ledger")
-paths = _Lazy("bonuscli.paths")
-render = _Lazy("bonuscli.render")
 model = _Lazy("bonuscli.model")
+rq = _Lazy("bonuscli.requests")
+render = _Lazy("bonuscli.render")
+service_mod = _Lazy("bonuscli.service")
+paths = _Lazy("bonuscli.paths")
 
 ENV_DATA = "BONUSCLI_DATA_DIR"
 ENV_CATALOG = "BONUSCLI_CATALOG"
@@ -39,23 +42,11 @@ ENV_FAULT = "BONUSCLI_FAULT"  # tests only: "PHASE[:N]" kills the process at the
 ENV_LOCK_TIMEOUT = "BONUSCLI_LOCK_TIMEOUT"
 
 
-def _path(*args):
-    from pathlib import Path
-
-    return Path(*args)
-
-
-def _datetime():
-    import datetime
-
-    return datetime.datetime
-
-
 # ---------------------------------------------------------------- environment
 
 
 class Env:
-    """What one invocation works with; everything is read once, lazily."""
+    """What one invocation works with: options and variables, read once; the service, built lazily."""
 
     def __init__(self, data_dir=None, catalog=None, at=None, as_json=False, debug=False, environ=None):
         environ = os.environ if environ is None else environ
@@ -65,8 +56,16 @@ class Env:
         self.as_json = as_json
         self.debug = debug
         self.fault_spec = environ.get(ENV_FAULT)
-        self.lock_timeout = float(environ.get(ENV_LOCK_TIMEOUT) or ledger_mod.LOCK_TIMEOUT)
-        self._catalog = self._now = self._store = None
+        self.fault_mode = environ.get("BONUSCLI_FAULT_MODE")
+        timeout = environ.get(ENV_LOCK_TIMEOUT)
+        try:
+            self.lock_timeout = float(timeout) if timeout else 10.0
+            if not 0 <= self.lock_timeout <= 86400:
+                raise ValueError
+        except ValueError:
+            raise model.BadInput(f"{ENV_LOCK_TIMEOUT} must be a number of seconds from 0 to 86400 "
+                                 f"(got {timeout!r})", "usage")
+        self._service = self._catalog = self._now = None
         self._fault_count = 0
 
     @property
@@ -75,41 +74,49 @@ class Env:
 
     @property
     def catalog_path(self):
+        from pathlib import Path
+
         from bonuscli import catalog as catalog_mod
 
-        return _path(self.catalog_text).expanduser() if self.catalog_text else catalog_mod.default_path()
+        return Path(self.catalog_text).expanduser() if self.catalog_text else catalog_mod.default_path()
+
+    @property
+    def shown_catalog(self) -> str:
+        return self.catalog_text or str(self.catalog_path)
+
+    @property
+    def service(self):
+        if self._service is None:
+            try:
+                self._service = service_mod.open_dir(self.data_dir, self.catalog_path, self.shown_catalog,
+                                                     self.lock_timeout, self.fault, render.warn)
+            except model.FilesError as e:
+                raise self._catalog_error(e)
+        return self._service
 
     @property
     def catalog(self):
-        if self._catalog is None:
-            from bonuscli import catalog as catalog_mod
+        return self.service.catalog
 
-            shown = self.catalog_text or str(self.catalog_path)
-            try:
-                self._catalog = catalog_mod.load(self.catalog_path, shown, paths.cache_dir(self.data_dir))
-            except model.FilesError as e:
-                probs = getattr(e, "problems", None)
-                if probs:
-                    more = f" (and {len(probs) - 1} more; run `bonuscli check`)" if len(probs) > 1 else ""
-                    raise model.FilesError(f"invalid catalog: {probs[0]}{more}", "catalog-invalid")
-                raise
-        return self._catalog
+    def _catalog_error(self, e):
+        probs = getattr(e, "problems", None)
+        if not probs:
+            return e
+        hint = f"bonuscli check --catalog {self.catalog_text}" if self.catalog_text else "bonuscli check"
+        more = f" (and {len(probs) - 1} more; run `{hint}`)" if len(probs) > 1 else ""
+        return model.FilesError(f"invalid catalog: {probs[0]}{more}", "catalog-invalid")
 
     @property
     def now(self):
         if self._now is None:
             tz = self.catalog.tz
             if self.at_text is not None:
-                self._now = model.parse_when(self.at_text, tz).astimezone(tz)
+                self._now = rq.when(self.at_text, tz)
             else:
-                self._now = _datetime().now(tz).replace(microsecond=0)
-        return self._now
+                import datetime
 
-    @property
-    def store(self) -> ledger_mod.Store:
-        if self._store is None:
-            self._store = ledger_mod.Store(self.data_dir, self.lock_timeout)
-        return self._store
+                self._now = datetime.datetime.now(tz).replace(microsecond=0)
+        return self._now
 
     def fault(self, phase, phone):
         """Fault injection for the crash tests: BONUSCLI_FAULT=PHASE[:N]."""
@@ -120,7 +127,7 @@ class Env:
             return
         self._fault_count += 1
         if self._fault_count == int(n or 1):
-            if os.environ.get("BONUSCLI_FAULT_MODE") == "oserror":
+            if self.fault_mode == "oserror":
                 raise OSError(28, "No space left on device")
             os.kill(os.getpid(), 9)
 
@@ -131,6 +138,8 @@ def env_of(ctx: click.Context) -> Env:
         g = root.meta.setdefault("globals", {})
         root.meta["env"] = env = Env(g.get("data_dir"), g.get("catalog"), g.get("at"), g.get("json", False),
                                      g.get("debug", False))
+        if isinstance(root.command, BonusGroup):
+            root.command._env = env
         if env.at_text is not None:  # a malformed --at / BONUSCLI_NOW is bad input for every command
             import datetime
 
@@ -144,18 +153,22 @@ def _remember(ctx, param, value):
     return value
 
 
-GLOBAL_OPTIONS = [
-    click.option("--data-dir", type=click.Path(file_okay=False), expose_value=False, callback=_remember,
-                 is_eager=True, help=f"Where ledgers live [env {ENV_DATA}; default: the user data dir]."),
-    click.option("--catalog", type=click.Path(dir_okay=False), expose_value=False, callback=_remember,
-                 is_eager=True, help=f"The rules file [env {ENV_CATALOG}; default: the bundled catalog.yaml]."),
-    click.option("--at", metavar="WHEN", expose_value=False, callback=_remember, is_eager=True,
-                 help=f"Act as of this ISO date or date-time [env {ENV_NOW}; default: now]."),
-    click.option("--json", "json", is_flag=True, default=False, expose_value=False, callback=_remember,
-                 is_eager=True, help="Print JSON for scripts instead of tables."),
-    click.option("--debug", is_flag=True, default=False, expose_value=False, callback=_remember, is_eager=True,
-                 hidden=True, help="Show a traceback on internal errors."),
-]
+def _global_options():
+    return [
+        click.option("--data-dir", type=click.Path(file_okay=False), expose_value=False, callback=_remember,
+                     is_eager=True, help=f"Where ledgers live [env {ENV_DATA}; default: the user data dir]."),
+        click.option("--catalog", type=click.Path(dir_okay=False), expose_value=False, callback=_remember,
+                     is_eager=True, help=f"The rules file [env {ENV_CATALOG}; default: the bundled catalog.yaml]."),
+        click.option("--at", metavar="WHEN", expose_value=False, callback=_remember, is_eager=True,
+                     help=f"Act as of this ISO date or date-time [env {ENV_NOW}; default: now]."),
+        click.option("--json", "json", is_flag=True, default=False, expose_value=False, callback=_remember,
+                     is_eager=True, help="Print JSON for scripts instead of tables."),
+        click.option("--debug", is_flag=True, default=False, expose_value=False, callback=_remember,
+                     is_eager=True, hidden=True, help="Show a traceback on internal errors."),
+    ]
+
+
+GLOBAL_OPTIONS = _global_options()
 
 
 def global_options(f):
@@ -164,23 +177,45 @@ def global_options(f):
     return f
 
 
+def _globals_in(args) -> dict:
+    """The global options among `args`, parsed by Click's own parser (for errors raised before the
+    command's parameters were processed)."""
+    from click.parser import _OptionParser as Parser  # noqa: PLC0415
+
+    p = Parser()
+    p.ignore_unknown_options = True
+    p.allow_interspersed_args = True
+    p.add_option(click.Option(["--json"]), ["--json"], "json", action="store_const", const=True)
+    p.add_option(click.Option(["--debug"]), ["--debug"], "debug", action="store_const", const=True)
+    try:
+        opts, _, _ = p.parse_args([str(a) for a in args if str(a) != "--"])
+        return opts
+    except Exception:
+        return {}
+
+
 # ---------------------------------------------------------------- the group and its one error handler
 
 
 class BonusGroup(click.Group):
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         args = list(sys.argv[1:] if args is None else args)
-        as_json = "--json" in args
-        if any("\x00" in str(a) for a in args):
-            render.error(model.BadInput("arguments cannot contain NUL bytes", "usage"), as_json)
-            if standalone_mode:
-                sys.exit(2)
-            return 2
-        debug = "--debug" in args
+        ctx_globals: dict = {}
+        self._last_globals = ctx_globals
+
+        def flags():
+            g = dict(_globals_in(args))
+            g.update({k: v for k, v in ctx_globals.items() if k in ("json", "debug")})
+            return bool(g.get("json")), bool(g.get("debug"))
+
         try:
+            if any("\x00" in str(a) for a in args):
+                raise model.BadInput("arguments cannot contain NUL bytes", "usage")
             rv = super().main(args=args, prog_name=prog_name or "bonuscli", complete_var=complete_var,
                               standalone_mode=False, **extra)
             code = rv if isinstance(rv, int) else 0
+            if code == 0:
+                self._finish()
         except click.exceptions.Exit as e:
             code = e.exit_code
         except click.exceptions.NoArgsIsHelpError as e:  # pragma: no cover - click >= 8.2
@@ -190,16 +225,17 @@ class BonusGroup(click.Group):
             msg = e.format_message()
             if e.ctx is not None:
                 msg += f" (see `{e.ctx.command_path} --help`)"
-            render.error(model.BadInput(msg, "usage"), as_json)
+            render.error(model.BadInput(msg, "usage"), flags()[0])
             code = 2
         except click.Abort:
-            render.error(model.BonusError("interrupted", "interrupted"), as_json)
+            render.error(model.BonusError("interrupted", "interrupted"), flags()[0])
             code = 130
         except click.ClickException as e:
-            render.error(model.BadInput(e.format_message(), "usage"), as_json)
+            render.error(model.BadInput(e.format_message(), "usage"), flags()[0])
             code = e.exit_code
         except model.BonusError as e:
-            if "--explain" in args and e.steps and not as_json:
+            as_json = flags()[0]
+            if getattr(e, "explain", False) and e.steps and not as_json:
                 for step in e.steps:
                     render.warn(f"{step['rule']}: {step['detail']}")
             render.error(e, as_json)
@@ -209,19 +245,34 @@ class BonusGroup(click.Group):
         except KeyboardInterrupt:
             code = 130
         except OSError as e:
+            as_json, debug = flags()
             if debug:
                 raise
             render.error(model.FilesError(f"{e.strerror or e}: {e.filename or ''}".rstrip(": "), "disk"), as_json)
             code = 3
         except Exception as e:  # the promise: never a traceback
+            as_json, debug = flags()
             if debug:
                 raise
             render.error(model.BonusError(f"internal error ({type(e).__name__}: {e}); run again with --debug "
-                                    "and report it", "internal"), as_json)
+                                          "and report it", "internal"), as_json)
             code = 3
         if standalone_mode:
             sys.exit(code)
         return code
+
+    def _finish(self):
+        env = getattr(self, "_env", None)
+        if env is not None and env._service is not None:
+            env._service.finish()
+
+    def invoke(self, ctx):
+        self._env = None
+        self._last_globals.update(ctx.meta.get("globals", {}))
+        try:
+            return super().invoke(ctx)
+        finally:
+            self._last_globals.update(ctx.meta.get("globals", {}))
 
 
 @click.group(cls=BonusGroup, context_settings={"help_option_names": ["--help", "-h"]})
@@ -242,123 +293,22 @@ def main():
 
 
 def command(*args, **kw):
-    """A subcommand that also takes the global options after its name."""
+    """A subcommand that also takes the global options after its name (listed after its own)."""
 
     def deco(f):
-        return cli.command(*args, **kw)(global_options(f))
+        f = global_options(f)
+        cmd = cli.command(*args, **kw)(f)
+        own = [p for p in cmd.params if p.name not in GLOBAL_NAMES]
+        cmd.params = own + [p for p in cmd.params if p.name in GLOBAL_NAMES]
+        return cmd
 
     return deco
 
 
+GLOBAL_NAMES = ("data_dir", "catalog", "at", "json", "debug")
+
+
 # ---------------------------------------------------------------- shared plumbing
-
-
-def phone_arg(value: str) -> str:
-    return model.normalize_phone(value)
-
-
-def decided(result):
-    """The Decision, or the model.Refusal raised as the error it is."""
-    if isinstance(result, model.Refusal):
-        raise result.error()
-    return result
-
-
-def viewed(result) -> dict:
-    return decided(result).view
-
-
-def warn_torn(led) -> None:
-    msg = ledger_mod.torn_warning(led)
-    if msg:
-        render.warn(msg)
-
-
-CHECKPOINT_MIN = 400  # events replayed before a member's state is worth saving
-
-
-def catalog_key(env) -> str:
-    if getattr(env, "_catalog_key", None) is None:
-        from bonuscli import catalog as catalog_mod
-
-        env.catalog  # a valid catalog first
-        env._catalog_key = catalog_mod.identity(env.catalog_path)
-    return env._catalog_key
-
-
-def load_member(env: Env, phone: str, ledgers=None, now=None, full=False, register=False):
-    """Replay one member (reading the peers its unsettled gifts and referrals need).
-
-    `ledgers` collects what was read (phone -> LedgerRead; a checkpointed member's entry holds
-    only the lines after its checkpoint). `full`: replay every event even when `now` is earlier
-    than the last one (for decisions: a repeated ref is then still found, and anything else is
-    refused as out of order). `register`: the history rows are needed (no checkpoint).
-    """
-    ledgers = ledgers if ledgers is not None else {}
-    now = now or env.now
-    cat = env.catalog
-    root = env.data_dir
-    path = env.store.path(phone)
-    led = ledgers.get(phone)
-    snap = None
-    if led is None and not register:
-        cp = ledger_mod.load_checkpoint(root, phone, catalog_key(env))
-        if cp is not None:
-            tail = ledger_mod.read_after(path, cp["offset"], cp["last_len"], cp["last_hash"], cp["lines"] + 1)
-            first_at = model.from_iso(tail.events[0]["at"]) if tail is not None and tail.events else None
-            if tail is not None and (first_at is None or first_at >= cp["advanced_to"]):
-                if full and tail.events and tail.events[-1]["at"]:
-                    now = max(now, model.from_iso(tail.events[-1]["at"]))
-                if now >= cp["advanced_to"]:
-                    led, snap = tail, cp
-    if led is None:
-        led = env.store.read(phone)
-    ledgers[phone] = led
-    warn_torn(led)
-    if snap is None and full and led.events and led.events[-1]["at"]:
-        now = max(now, model.from_iso(led.events[-1]["at"]))
-    peers = {}
-    for p in rules.peers_needed(led.events, now):
-        peers[p] = env.store.read(p).events if p != phone else led.events
-    if snap is not None:
-        m = rules.resume(cat, snap["member"], led.events, now, peers)
-        replayed = len(led.events)
-    else:
-        m = rules.replay(cat, phone, led.events, now, peers, register=register)
-        replayed = len(led.events)
-    if replayed >= CHECKPOINT_MIN and led.torn is None and rules.checkpointable(m):
-        ledger_mod.save_checkpoint(root, phone, catalog_key(env), led, rules.freeze(m), now)
-    return m
-
-
-def stamp(phone: str, count: int, events) -> list:
-    out = []
-    for i, e in enumerate(events, start=1):
-        rest = {k: v for k, v in e.items() if k not in ("type", "at")}
-        out.append({"v": model.SCHEMA_VERSION, "id": f"{phone}.{count + i}", "type": e["type"], "at": e["at"], **rest})
-    return out
-
-
-def write_decision(env: Env, result, members, ledgers):
-    """Append a Decision's events (after this member's seals), ledger by ledger, in order."""
-    for phone, events in result.writes:
-        m = members.get(phone)
-        led = ledgers[phone]
-        evs = (rules.seals(env.catalog, m, env.now) if m is not None else []) + list(events)
-        count = (m.count if m is not None else len(led.events)) + (1 if led.torn else 0)
-        env.store.append(phone, stamp(phone, count, evs), led, env.fault)
-
-
-def transact(env: Env, phones, decide):
-    """Lock `phones` (sorted), read them under the lock, decide, write, return the view."""
-    cat = env.catalog
-    now = env.now
-    with env.store.locked(phones):
-        ledgers = {}
-        members = {p: load_member(env, p, ledgers, now, full=True) for p in phones}
-        result = decided(decide(cat, members, now))
-        write_decision(env, result, members, ledgers)
-    return result.view
 
 
 def emit(env: Env, view, human):
@@ -372,7 +322,30 @@ def kv(view, keys):
     return render.pairs([(k, render.show(view.get(k))) for k in keys])
 
 
-# ---------------------------------------------------------------- catalog and check
+def steps_text(v) -> str:
+    return "\n".join(f"{s['rule']}: {s['detail']}" for s in v.get("steps") or [])
+
+
+class explaining:
+    """Marks a refusal raised inside so the error handler prints its rule steps (--explain)."""
+
+    def __init__(self, on: bool):
+        self.on = on
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, typ, exc, tb):
+        if self.on and isinstance(exc, model.BonusError):
+            exc.explain = True
+        return False
+
+
+def today_of(env):
+    return env.now.date()  # `now` is in program time
+
+
+# ---------------------------------------------------------------- completion
 
 
 def _completer(values, upper=False):
@@ -392,37 +365,14 @@ def _completer(values, upper=False):
 
 complete_region = _completer(lambda env: env.catalog.regions, upper=True)
 complete_reward = _completer(lambda env: env.catalog.rewards)
-complete_category = _completer(lambda env: list(env.catalog.categories) + list(env.catalog.ineligible))
+complete_category = _completer(lambda env: list(env.catalog.categories))
 complete_reward_category = _completer(lambda env: env.catalog.reward_categories)
-complete_phone = _completer(lambda env: env.store.phones())
+complete_phone = _completer(lambda env: importlib.import_module("bonuscli.ledger").FileStore(env.data_dir).phones())
 complete_channel = _completer(lambda env: env.catalog.channels)
+complete_method = _completer(lambda env: env.catalog.methods)
 
 
-def region_opt(cat, value):
-    if value is None:
-        return None
-    code = value.strip().upper()
-    if code not in cat.regions:
-        raise model.BadInput(f"unknown region '{value}' (e.g. RU-MOW, RU-SPE, RU-BRY; see `bonuscli catalog --help`)",
-                       "unknown-region")
-    return code
-
-
-def reward_json(cat, r, region=None):
-    sd = cat.store_discount
-    doc = {"code": r.code, "name": r.name, "category": r.category, "price": cat.price_for(r, region),
-           "validity_days": r.validity_days, "activation": {"ussd": r.ussd, "sms": r.sms},
-           "channels": list(r.channels),
-           "limits": [{"per": l.per, "max": l.max} for l in cat.limits_for(r)]}
-    if r.code == sd.reward:
-        doc["price"] = None
-        doc["points_per_rub"] = sd.points_per_rub
-        doc["max_share"] = str(sd.max_share)
-    if r.region_prices:
-        doc["region_prices"] = dict(r.region_prices)
-    if r.issues_code:
-        doc["issues_code"] = True
-    return doc
+# ---------------------------------------------------------------- catalog and check
 
 
 @command("catalog")
@@ -444,33 +394,14 @@ def catalog_cmd(ctx, code, region, category, search, max_price, channel):
     """
     env = env_of(ctx)
     cat = env.catalog
-    region = region_opt(cat, region)
+    region = rq.region(cat, region) if region is not None else None
     if code is not None:
-        r = cat.rewards.get(code)
-        if r is None:
-            raise model.BadInput(f"unknown reward '{code}'; `bonuscli catalog` lists the codes", "unknown-reward")
-        doc = reward_json(cat, r, region)
+        doc = service_mod.reward_json(cat, cat.rewards[rq.reward(cat, code)], region)
         if region:
             doc["region"] = region
         emit(env, doc, lambda d: kv(d, [k for k in d]))
         return
-    if category is not None and category not in cat.reward_categories:
-        raise model.BadInput(f"unknown reward category '{category}' (categories: {', '.join(cat.reward_categories)})",
-                       "unknown-category")
-    if channel is not None and channel not in cat.channels:
-        raise model.BadInput(f"unknown channel '{channel}' (channels: {', '.join(cat.channels)})", "unknown-channel")
-    rows = []
-    for r in cat.rewards.values():
-        doc = reward_json(cat, r, region)
-        if category and r.category != category:
-            continue
-        if channel and channel not in r.channels:
-            continue
-        if search and search.lower() not in (r.code + " " + r.name).lower():
-            continue
-        if max_price is not None and (doc["price"] is None or doc["price"] > max_price):
-            continue
-        rows.append(doc)
+    rows = service_mod.catalog_rows(cat, region, category, search, max_price, channel)
     if env.as_json:
         render.emit_json(rows)
         return
@@ -479,6 +410,19 @@ def catalog_cmd(ctx, code, region, category, search, max_price, channel):
           render.show(d["validity_days"]), d["activation"]["ussd"] or d["activation"]["sms"] or "-",
           ",".join(d["channels"])] for d in rows],
         ["code", "name", "category", f"price{' ' + region if region else ''}", "days", "activation", "channels"]))
+
+
+@command("regions")
+@click.pass_context
+def regions_cmd(ctx):
+    """List the home regions of the catalog (codes and names).
+
+    \b
+    bonuscli regions --json
+    """
+    env = env_of(ctx)
+    rows = [{"code": c, "name": n} for c, n in env.catalog.regions.items()]
+    emit(env, rows, lambda rs: render.table([[r["code"], r["name"]] for r in rs], ["code", "name"]))
 
 
 @command("check")
@@ -502,14 +446,11 @@ def check_cmd(ctx, ledgers, scenario, files, jobs, engine, scheduler):
     if scenario:
         if not files:
             raise model.BadInput("--scenario needs one or more scenario files", "usage")
-        from bonuscli import scenario as scenario_mod
-
-        code = scenario_mod.run_files(env, files, engine, scheduler)
-        ctx.exit(code)
+        ctx.exit(run_scenarios(env, files, engine, scheduler))
     from bonuscli import catalog as catalog_mod
 
-    shown = env.catalog_text or str(env.catalog_path)
-    cat, probs = catalog_mod.validate(env.catalog_path, shown)
+    shown = env.shown_catalog
+    _cat, probs = catalog_mod.validate(env.catalog_path, shown)
     if probs:
         if env.as_json:
             render.emit_json({"valid": False, "catalog": shown,
@@ -517,25 +458,59 @@ def check_cmd(ctx, ledgers, scenario, files, jobs, engine, scheduler):
         for p in probs:
             render.warn(str(p))
         raise model.FilesError(f"{shown}: {len(probs)} problem{'s' if len(probs) != 1 else ''} in the catalog",
-                         "catalog-invalid")
+                               "catalog-invalid")
     if ledgers:
-        from bonuscli import audit
-
+        svc = env.service
+        svc.require_data()
         if engine == "dask":
             from bonuscli import dask_engine
 
-            problems = dask_engine.check_dir(env, scheduler=scheduler)
+            problems = dask_engine.check_dir(svc, env.now, scheduler=scheduler)
         else:
-            problems = audit.check_dir(env, jobs)
+            from bonuscli import audit
+
+            problems = audit.check_dir(svc, env.now, jobs)
         if problems:
             if env.as_json:
                 render.emit_json({"valid": False, "problems": problems})
             for p in problems:
                 render.warn(p["text"])
-            raise model.FilesError(f"{len(problems)} problem{'s' if len(problems) != 1 else ''} in the ledgers of {env.data_dir}",
-                             "ledger-unsound")
+            raise model.FilesError(f"{len(problems)} problem{'s' if len(problems) != 1 else ''} in the ledgers of "
+                                   f"{env.data_dir}", "ledger-unsound")
     if env.as_json:
         render.emit_json({"valid": True, "catalog": shown})
+
+
+def run_scenarios(env, files, engine, scheduler) -> int:
+    """`check --scenario FILE...`: 0 all pass, 1 an expectation failed, 3 a file is invalid."""
+    from bonuscli import scenario as scenario_mod
+
+    if engine == "dask":
+        from bonuscli import dask_engine
+
+        results = dask_engine.run_scenarios([str(f) for f in files], env.catalog_path, scheduler=scheduler)
+    else:
+        results = [scenario_mod.run_one(str(f), env.catalog_path) for f in files]
+    failed = [r for r in results if r.status == "fail"]
+    invalid = [r for r in results if r.status == "invalid"]
+    if env.as_json:
+        render.emit_json(scenario_mod.results_json(results))
+    else:
+        render.out(scenario_mod.human(results))
+    for r in invalid:
+        for p in r.problems:
+            render.warn(str(p))
+    if invalid:
+        n = len(invalid)
+        render.error(model.FilesError(f"{n} scenario file{'s are' if n != 1 else ' is'} invalid (see the "
+                                      "file:line lines above)", "scenario-invalid"), env.as_json)
+        return 3
+    if failed:
+        n = sum(len(r.failures) for r in failed)
+        render.error(model.Refused(f"{len(failed)} of {len(results)} scenarios failed ({n} expectation"
+                                   f"{'s' if n != 1 else ''} not met)", "scenario-failed"), env.as_json)
+        return 1
+    return 0
 
 
 # ---------------------------------------------------------------- members
@@ -546,7 +521,9 @@ def check_cmd(ctx, ledgers, scenario, files, jobs, engine, scheduler):
 @click.argument("phone", shell_complete=complete_phone)
 @click.option("--region", required=True, help="Home region code (ISO 3166-2:RU, e.g. RU-MOW).",
               shell_complete=complete_region)
-@click.option("--method", default="sms", show_default=True, help="How the subscriber joins (sms, ussd, app, call, store, web, card, wallet).")
+@click.option("--method", default="sms", show_default=True,
+              help="How the subscriber joins (sms, ussd, app, call, store, web, card, wallet).",
+              shell_complete=complete_method)
 @click.option("--email", help="E-mail (web form; with --birth-date gives the profile bonus).")
 @click.option("--birth-date", help="Birth date YYYY-MM-DD (web form).")
 @click.option("--customer-since", help="Date the subscriber became a customer (default: today).")
@@ -557,10 +534,13 @@ def join_cmd(ctx, phone, region, method, email, birth_date, customer_since, refe
     """Join the program; welcome points are credited at activation.
 
     \b
-    bonuscli join +7 916 123-45-67 --region RU-MOW --method web --email a@b.ru --birth-date 1990-01-01
+    bonuscli join '+7 916 123-45-67' --region RU-MOW --method web --email a@b.ru --birth-date 1990-01-01
     """
     env = env_of(ctx)
-    view = op_join(env, phone, region, method, email, birth_date, customer_since, referrer, services)
+    with explaining(explain):
+        req = rq.join(env.catalog, today_of(env), phone, region, method, email, birth_date, customer_since,
+                      referrer, services)
+        view = env.service.join(req, env.now)
     emit(env, view, human_join)
 
 
@@ -568,48 +548,6 @@ def human_join(v):
     return kv(v, ["phone", "region", "method", "status", "joined_at", "active_from", "customer_since", "balance"]) + (
         "\n\n" + render.table([[w["reason"], w["points"]] for w in v["welcome"]], ["welcome", "points"])
         if v["welcome"] else "\n\nwelcome         - (this phone was a member before)")
-
-
-def op_join(env, phone, region, method="sms", email=None, birth_date=None, customer_since=None, referrer=None,
-            services=None):
-    phone = phone_arg(phone)
-    cat = env.catalog
-    if region is None:
-        raise model.BadInput("joining needs --region CODE (e.g. RU-MOW)", "usage")
-    req = {"region": region_opt(cat, region), "method": method.strip().lower()}
-    if req["method"] not in cat.methods:
-        raise model.BadInput(f"unknown join method '{method}' (methods: {', '.join(cat.methods)})", "unknown-method")
-    known = cat.services_eligible + cat.services_ineligible
-    svc = [s.strip().lower() for s in (services.split(",") if services is not None else cat.services_default)]
-    svc = [s for s in svc if s]
-    for s in svc:
-        if s not in known:
-            raise model.BadInput(f"unknown service '{s}' (services: {', '.join(known)})", "unknown-service")
-    if not svc:
-        raise model.BadInput("--services needs at least one service", "unknown-service")
-    req["services"] = list(dict.fromkeys(svc))
-    if email is not None:
-        if "@" not in email or any(c.isspace() for c in email.strip()) or len(email) > 254:
-            raise model.BadInput(f"not an e-mail address: {email!r}", "bad-email")
-        req["email"] = email.strip()
-    if birth_date is not None:
-        req["birth_date"] = model.parse_date(birth_date, "--birth-date")
-        if req["birth_date"] > rules.local_date(cat, env.now):
-            raise model.BadInput("--birth-date is in the future", "bad-date")
-    if customer_since is not None:
-        req["customer_since"] = model.parse_date(customer_since, "--customer-since")
-        if req["customer_since"] > rules.local_date(cat, env.now):
-            raise model.BadInput("--customer-since cannot be after the join date", "bad-date")
-    phones = [phone]
-    if referrer is not None:
-        req["referrer"] = phone_arg(referrer)
-        if req["referrer"] != phone:
-            phones.append(req["referrer"])
-
-    def decide(cat, members, now):
-        return rules.join(cat, members[phone], now, req, members.get(req.get("referrer")))
-
-    return transact(env, phones, decide)
 
 
 @command("balance")
@@ -622,25 +560,19 @@ def balance_cmd(ctx, phone):
     bonuscli balance 9161234567
     """
     env = env_of(ctx)
-    emit(env, op_balance(env, phone), human_balance)
-
-
-def op_balance(env, phone):
-    phone = phone_arg(phone)
-    return viewed(rules.balance(load_member(env, phone), env.now))
+    emit(env, env.service.balance(rq.phone(phone), env.now), human_balance)
 
 
 def human_balance(v):
-    if True:
-        text = kv(v, ["phone", "region", "status", "available", "held_out", "debt", "next_expiry", "coefficient",
-                      "customer_since"])
-        if v["pending_in"]:
-            text += "\n\n" + render.table([[g["gift_id"], g["from"], g["points"], g["deadline"]] for g in v["pending_in"]],
-                                          ["gift", "from", "points", "accept before"])
-        if v["active_rewards"]:
-            text += "\n\n" + render.table([[r["code"], r["name"], r["active_until"]] for r in v["active_rewards"]],
-                                          ["reward", "name", "active until"])
-        return text
+    text = kv(v, ["phone", "region", "status", "available", "held_out", "debt", "next_expiry", "coefficient",
+                  "customer_since"])
+    if v["pending_in"]:
+        text += "\n\n" + render.table([[g["gift_id"], g["from"], g["points"], g["deadline"]] for g in v["pending_in"]],
+                                      ["gift", "from", "points", "accept before"])
+    if v["active_rewards"]:
+        text += "\n\n" + render.table([[r["code"], r["name"], r["active_until"]] for r in v["active_rewards"]],
+                                      ["reward", "name", "active until"])
+    return text
 
 
 @command("history")
@@ -653,20 +585,13 @@ def history_cmd(ctx, phone):
     bonuscli history 9161234567 --json
     """
     env = env_of(ctx)
-    phone = phone_arg(phone)
-    m = load_member(env, phone, register=True)
-    if m.join is None and not m.register:
-        raise not_member_error(phone)
-    rows = m.register
+    rows = env.service.history(rq.phone(phone), env.now)
     if env.as_json:
         render.emit_json_lines(rows)
         return
-    render.out(render.table([[r["at"], r["type"], f"{r['points']:+d}" if r["points"] else "0", r["balance"], r["detail"]]
-                             for r in rows], ["at", "event", "points", "balance", "detail"]))
-
-
-def not_member_error(phone):
-    return rules.not_member(phone).error()
+    render.out(render.table([[r["at"], r["type"], f"{r['points']:+d}" if r["points"] else "0", r["balance"],
+                              render.printable(r["detail"])] for r in rows],
+                            ["at", "event", "points", "balance", "detail"]))
 
 
 @command("leave")
@@ -680,15 +605,10 @@ def leave_cmd(ctx, phone, yes):
     bonuscli leave 9161234567 --yes
     """
     env = env_of(ctx)
-    phone = phone_arg(phone)
+    phone = rq.phone(phone)
     if not yes:
         raise model.BadInput("leaving forfeits every point and cannot be undone; add --yes to confirm", "confirm")
-    emit(env, op_leave(env, phone), lambda v: kv(v, ["phone", "status", "forfeited", "left_at"]))
-
-
-def op_leave(env, phone):
-    phone = phone_arg(phone)
-    return transact(env, [phone], lambda cat, members, now: rules.leave(cat, members[phone], now))
+    emit(env, env.service.leave(phone, env.now), lambda v: kv(v, ["phone", "status", "forfeited", "left_at"]))
 
 
 @command("path")
@@ -704,7 +624,7 @@ def path_cmd(ctx, phone):
     view = {"data_dir": str(env.data_dir), "catalog": str(env.catalog_path),
             "ledgers": str(paths.ledgers_dir(env.data_dir))}
     if phone is not None:
-        view["ledger"] = str(paths.ledger_path(env.data_dir, phone_arg(phone)))
+        view["ledger"] = str(paths.ledger_path(env.data_dir, rq.phone(phone)))
     emit(env, view, lambda v: kv(v, list(v)))
 
 
@@ -713,6 +633,8 @@ def path_cmd(ctx, phone):
 
 def earn_human(v):
     text = kv(v, ["phone", "amount", "category", "points", "coefficient", "rub_per_point", "duplicate", "balance"])
+    if v.get("debt_repaid") or v.get("debt"):
+        text += "\n" + kv(v, ["debt_repaid", "debt"])
     for b in v.get("bonuses", ()):
         text += f"\nbonus          {b['reason']} +{b['points']}"
     if v.get("dry_run"):
@@ -720,7 +642,11 @@ def earn_human(v):
     return text
 
 
-@command("earn")
+def with_steps(human, explain):
+    return lambda v: human(v) + ("\n\n" + steps_text(v) if explain else "")
+
+
+@command("earn", context_settings={"ignore_unknown_options": True})
 @click.argument("phone", required=False, shell_complete=complete_phone)
 @click.argument("amount", required=False)
 @click.option("--category", "category", help="Spending category (mobile, card, taxi, ...).",
@@ -741,51 +667,58 @@ def earn_cmd(ctx, phone, amount, category, ref, dry_run, explain, from_file, job
     """
     env = env_of(ctx)
     if from_file is not None:
-        from_batch(ctx, env, from_file, "EARN", "earning", jobs,
+        from_batch(ctx, env, from_file, "earn", "earning", jobs,
                    {"PHONE": phone, "AMOUNT": amount, "--category": category, "--ref": ref}, dry_run)
     if phone is None or amount is None:
         raise model.BadInput("earn needs PHONE and AMOUNT (or --from FILE)", "usage")
     if category is None:
         raise model.BadInput("earn needs --category (e.g. mobile, card, taxi)", "usage")
-    phone = phone_arg(phone)
-    cat = env.catalog
-    value = model.parse_amount(amount, cat.amount_max)
-    category = category.strip().lower()
-    if ref is not None:
-        ref = check_ref(ref)
-    if dry_run:
-        view = viewed(rules.earn(cat, load_member(env, phone, full=True), env.now, value, category, ref, dry_run=True))
-    else:
-        view = transact(env, [phone], lambda cat, members, now: rules.earn(cat, members[phone], now, value, category, ref))
+    with explaining(explain):
+        req = rq.earn(env.catalog, phone, amount, category, ref)
+        view = env.service.earn(req, env.now, dry_run=dry_run)
     if explain:
-        view["steps"] = view.get("_steps", [])
-    emit(env, view, lambda v: earn_human(v) + (
-        "\n\n" + "\n".join(f"{s['rule']}: {s['detail']}" for s in v["steps"]) if explain else ""))
+        view["steps"] = view.get("_steps") or []
+    emit(env, view, with_steps(earn_human, explain))
 
 
-def parse_total(text, what):
-    """A non-negative rouble total (0 allowed), exact."""
-    from decimal import Decimal
-
-    if text is None or str(text).strip() in ("0", "0.0", "0.00"):
-        return Decimal(0)
-    return model.parse_amount(text, Decimal("1000000000000"), what)
-
-
-def from_batch(ctx, env, source, spec, title, jobs, given: dict, dry_run=False):
+def from_batch(ctx, env, source, kind, title, jobs, given: dict, dry_run=False):
     """Run a `--from FILE` batch and exit with its code; the per-row values must come from the file."""
     if any(v is not None for v in given.values()):
         raise model.BadInput(f"--from takes no {', '.join(given)}: they come from the file", "usage")
     from bonuscli import batch
 
-    ctx.exit(batch.run(env, source, getattr(batch, spec), dry_run, title, jobs))
+    svc = env.service
+    if kind != "adjust":  # an opening-balance import may start a data directory
+        svc.require_data()
+    bar = None
+    if sys.stderr.isatty():
+        bar = click.progressbar(length=0, label=title, file=sys.stderr)
 
+    def progress(done, total):
+        if bar is not None:
+            bar.length = total
+            bar.update(done)
 
-def check_ref(ref: str) -> str:
-    ref = str(ref)
-    if not ref.strip() or len(ref) > 200 or any(ord(c) < 32 for c in ref):
-        raise model.BadInput("--ref must be a non-empty text of at most 200 printable characters", "bad-ref")
-    return ref
+    summary = batch.run(svc, source, kind, env.now, dry_run, jobs, progress)
+    if bar is not None:
+        bar.render_finish()
+    counts = {k: summary[k] for k in ("rows", "applied", "duplicates", "refused", "errors")}
+    problems = summary["problems"]
+    if env.as_json:
+        render.emit_json(summary)
+    else:
+        render.out(render.pairs([(k, str(v)) for k, v in counts.items()]) + (
+            "\n\n" + render.table([[p["line"], render.printable(p["ref"] or "-"), p["code"],
+                                    render.printable(p["message"])] for p in problems],
+                                  ["line", "ref", "code", "problem"]) if problems else ""))
+    code = batch.exit_code(summary)
+    if code:
+        kind_slug = {3: "files", 2: "bad-rows", 1: "refused-rows"}[code]
+        first = next((p for p in problems if p["code"] == code), problems[0])
+        render.error(model.EXIT_CLASSES[code](
+            f"{counts['errors']} malformed and {counts['refused']} refused of {counts['rows']} rows "
+            f"(line {first['line']}: {first['message']})", kind_slug), env.as_json)
+    ctx.exit(code)
 
 
 @command("calc")
@@ -803,19 +736,13 @@ def calc_cmd(ctx, amount, category, tenure_months, customer_since, card_last_mon
     bonuscli calc 500 --category mobile --tenure-months 13
     """
     env = env_of(ctx)
-    cat = env.catalog
-    value = model.parse_amount(amount, cat.amount_max)
-    if tenure_months is not None and customer_since is not None:
-        raise model.BadInput("give --tenure-months or --customer-since, not both", "usage")
-    since = model.parse_date(customer_since, "--customer-since") if customer_since else None
-    last = parse_total(card_last_month, "--card-last-month")
-    on = rules.local_date(cat, env.now) if since is not None else None
-    view = viewed(rules.calc(cat, value, category.strip().lower(), months=tenure_months, since=since, on=on,
-                              card_last_month=last))
+    with explaining(explain):
+        view = service_mod.calc(env.catalog, env.now, amount, category, tenure_months, customer_since,
+                                card_last_month)
     if explain:
         view["steps"] = view["_steps"]
-    emit(env, view, lambda v: kv(v, ["amount", "category", "rub_per_point", "coefficient", "points"]) + (
-        "\n\n" + "\n".join(f"{s['rule']}: {s['detail']}" for s in v["steps"]) if explain else ""))
+    emit(env, view, with_steps(lambda v: kv(v, ["amount", "category", "rub_per_point", "coefficient", "points"]),
+                               explain))
 
 
 # ---------------------------------------------------------------- forecast and redeem
@@ -823,11 +750,11 @@ def calc_cmd(ctx, amount, category, tenure_months, customer_since, card_last_mon
 
 @command("forecast")
 @click.argument("phone", shell_complete=complete_phone)
-@click.option("--days", type=click.IntRange(min=0), help="Window of N days from today (default 30).")
+@click.option("--days", type=click.IntRange(min=0, max=36600), help="Window of N days from today (default 30).")
 @click.option("--until", "until", help="Window up to and including this date.")
 @click.pass_context
 def forecast_cmd(ctx, phone, days, until):
-    """Show the points that expire soon (SMS PROGNOS), and a 12-month chart.
+    """Show the points that expire soon (SMS PROGNOS), and a chart of the months ahead.
 
     \b
     bonuscli forecast 9161234567 --days 60
@@ -835,20 +762,15 @@ def forecast_cmd(ctx, phone, days, until):
     env = env_of(ctx)
     if days is not None and until is not None:
         raise model.BadInput("give --days or --until, not both", "usage")
-    until_d = model.parse_date(until, "--until") if until else None
-    emit(env, op_forecast(env, phone, days, until_d), human_forecast)
-
-
-def op_forecast(env, phone, days=None, until=None):
-    return viewed(rules.forecast(load_member(env, phone_arg(phone)), env.now, days, until))
+    until_d = rq.date(until, "--until") if until else None
+    emit(env, env.service.forecast(rq.phone(phone), env.now, days, until_d), human_forecast)
 
 
 def human_forecast(v):
-    if True:
-        text = render.table([[l["expires_on"], l["points"]] for l in v["lots"]], ["expires on", "points"])
-        text += f"\n\ntotal {v['total']} points expiring up to {v['until']}\n\nnext 12 months:\n"
-        text += render.bars([(m["month"], m["points"]) for m in v["months"]])
-        return text
+    text = render.table([[lot["expires_on"], lot["points"]] for lot in v["lots"]], ["expires on", "points"])
+    text += f"\n\ntotal {v['total']} points expiring up to {v['until']}\n\nmonths ahead:\n"
+    text += render.bars([(m["month"], m["points"]) for m in v["months"]])
+    return text
 
 
 @command("redeem")
@@ -858,7 +780,7 @@ def human_forecast(v):
 @click.option("--via", "via", default="web", show_default=True, help="Channel: web, app, sms, ussd, store.",
               shell_complete=complete_channel)
 @click.option("--price", "price", help="Store discount: the item's price in RUB.")
-@click.option("--points", "points", type=int, help="Store discount: points to use (default: as many as allowed).")
+@click.option("--points", "points", help="Store discount: points to use (default: as many as allowed).")
 @click.pass_context
 def redeem_cmd(ctx, phone, code, via, price, points, explain):
     """Order a reward, paying its price for the member's region in points.
@@ -868,7 +790,9 @@ def redeem_cmd(ctx, phone, code, via, price, points, explain):
     bonuscli redeem 9161234567 store_discount --via store --price 1999.90
     """
     env = env_of(ctx)
-    emit(env, op_redeem(env, phone, code, via, price, points), human_redeem)
+    with explaining(explain):
+        view = env.service.redeem(rq.redeem(env.catalog, phone, code, via, price, points), env.now)
+    emit(env, view, human_redeem)
 
 
 def human_redeem(v):
@@ -876,29 +800,14 @@ def human_redeem(v):
                               "price_rub", "discount_rub", "to_pay_rub") if k in v])
 
 
-def op_redeem(env, phone, code, via="web", price=None, points=None):
-    phone = phone_arg(phone)
-    cat = env.catalog
-    if code not in cat.rewards:
-        raise model.BadInput(f"unknown reward '{code}'; `bonuscli catalog` lists the codes", "unknown-reward")
-    via = via.strip().lower()
-    if via not in cat.channels:
-        raise model.BadInput(f"unknown channel '{via}' (channels: {', '.join(cat.channels)})", "unknown-channel")
-    price_rub = model.parse_amount(price, cat.amount_max, "--price") if price is not None else None
-    if code != cat.store_discount.reward and (price is not None or points is not None):
-        raise model.BadInput("--price and --points are for the store discount only", "usage")
-    return transact(env, [phone], lambda cat, members, now: rules.redeem(cat, members[phone], now, code, via,
-                                                                        price_rub, points))
-
-
 # ---------------------------------------------------------------- gifts
 
 
-@command("gift")
+@command("gift", context_settings={"ignore_unknown_options": True})
 @click.option("--explain", is_flag=True, help="On a refusal, show the rule and the numbers that refused it.")
 @click.argument("sender", metavar="FROM", shell_complete=complete_phone)
 @click.argument("recipient", metavar="TO", shell_complete=complete_phone)
-@click.argument("points", type=int)
+@click.argument("points")
 @click.pass_context
 def gift_cmd(ctx, sender, recipient, points, explain):
     """Offer points to another member of the same region; they have 30 days to accept.
@@ -907,18 +816,26 @@ def gift_cmd(ctx, sender, recipient, points, explain):
     bonuscli gift 9161234567 9167654321 100
     """
     env = env_of(ctx)
-    emit(env, op_gift(env, sender, recipient, points),
-         lambda v: kv(v, ["gift_id", "from", "to", "points", "offered_at", "deadline", "balance"]))
+    with explaining(explain):
+        view = env.service.gift(rq.gift(env.catalog, sender, recipient, points), env.now)
+    emit(env, view, lambda v: kv(v, ["gift_id", "from", "to", "points", "offered_at", "deadline", "balance"]))
 
 
-def op_gift(env, sender, recipient, points):
-    s, r = phone_arg(sender), phone_arg(recipient)
-    return transact(env, [s, r], lambda cat, members, now: rules.gift(cat, members[s], members[r], now, points))
+def _complete_gift(ctx, param, incomplete):
+    try:
+        env = env_of(ctx)
+        phone = ctx.params.get("phone")
+        if not phone:
+            return []
+        doc = env.service.balance(rq.phone(phone), env.now)
+        return [g["gift_id"] for g in doc["pending_in"] if g["gift_id"].startswith(incomplete)]
+    except Exception:
+        return []
 
 
 @command("accept")
 @click.argument("phone", shell_complete=complete_phone)
-@click.argument("gift_id")
+@click.argument("gift_id", shell_complete=_complete_gift)
 @click.option("--reject", is_flag=True, help="Reject the gift: the points go back to the sender.")
 @click.pass_context
 def accept_cmd(ctx, phone, gift_id, reject):
@@ -928,72 +845,20 @@ def accept_cmd(ctx, phone, gift_id, reject):
     bonuscli accept 9167654321 gk3m9pq
     """
     env = env_of(ctx)
-    phone = phone_arg(phone)
-    gift_id = gift_id.strip().lower()
-    if not gift_id.isalnum() or len(gift_id) > 32:
-        raise model.BadInput(f"not a gift id: {gift_id!r}", "bad-gift-id")
-    m = load_member(env, phone)
-    g = m.gifts_in.get(gift_id)
-    if g is None:
-        if m.join is None:
-            raise not_member_error(phone)
-        raise model.Refusal(1, "gift-not-found", f"no gift {gift_id} was offered to {phone}").error()
-    sender = g["from"]
-
-    def decide(cat, members, now):
-        return rules.accept(cat, members[phone], members[sender], now, gift_id, reject)
-
-    view = transact(env, [phone, sender], decide)
-    emit(env, view, lambda v: kv(v, ["gift_id", "status", "points", "balance"]))
+    view = env.service.accept(rq.accept(phone, gift_id, reject), env.now)
+    emit(env, view, lambda v: kv(v, ["gift_id", "status", "points"] + (["expired"] if v.get("expired") else [])
+                                 + ["balance"] + (["debt_repaid", "debt"] if v.get("debt_repaid") or v.get("debt") else [])))
 
 
 # ---------------------------------------------------------------- the operator's channels
 
 
 def _operator(env, phone, text, region, kind):
-    from bonuscli import channels
-
-    cat = env.catalog
-    phone = phone_arg(phone)
-    m = load_member(env, phone)
-    member = rules.status(m, env.now) not in ("none", "left")
-    act = (channels.parse_sms if kind == "sms" else channels.parse_ussd)(cat, text, member)
-    result, error = None, None
-    try:
-        if act.action == "join":
-            if region is None:
-                raise model.BadInput(f"{phone} is not a member: to join by {kind}, give --region CODE", "usage")
-            result = op_join(env, phone, region, act.args["method"])
-        elif act.action == "balance":
-            result = op_balance(env, phone)
-        elif act.action == "forecast":
-            result = op_forecast(env, phone)
-        elif act.action == "leave":
-            result = op_leave(env, phone)
-        elif act.action == "gift":
-            result = op_gift(env, phone, act.args["to"], act.args["points"])
-        elif act.action == "redeem":
-            result = op_redeem(env, phone, act.args["code"], kind)
-        elif act.action == "not-member":
-            raise rules.not_member(phone).error()
-        elif act.action == "already":
-            raise model.Refusal(1, "already-member", f"{phone} is already a member").error()
-        else:
-            hint = act.args.get("hint") or (channels.sms_help(cat) if kind == "sms" else
-                                            "dial *111*455*0# for your balance, or a reward's USSD code to order it")
-            shown = text if len(text) <= 24 else text[:20] + "..."
-            raise model.BadInput(f"unknown {'text' if kind == 'sms' else 'code'} {shown!r}: {hint}", "unknown-text")
-    except model.BonusError as e:
-        error = e
-    line = channels.reply(act.action, result) if error is None else error.message
-    action = act.action if act.action in ("join", "balance", "forecast", "leave", "gift", "redeem") else None
+    doc, error = env.service.operator(phone, text, region, kind, env.now)
     if env.as_json:
-        doc = {"reply": line, "action": action, "result": result}
-        if error is not None:
-            doc["error"] = {"code": error.exit_code, "kind": error.kind, "message": error.message}
         render.emit_json(doc)
     else:
-        render.out(line)
+        render.out(render.printable(doc["reply"]))
     if error is not None:
         raise error
 
@@ -1070,19 +935,48 @@ def diff_cmd(ctx, old, new, ledgers, scenario, fail_on, engine, scheduler):
     """
     from bonuscli import diff as diff_mod
 
-    code = diff_mod.run(env_of(ctx), old, new, ledgers, scenario, [k.strip() for k in fail_on.split(",") if k.strip()],
-                        engine, scheduler)
-    ctx.exit(code)
+    env = env_of(ctx)
+    kinds = [k.strip() for k in fail_on.split(",") if k.strip()]
+    unknown = [k for k in kinds if k not in diff_mod.KINDS]
+    if unknown:
+        raise model.BadInput(f"--fail-on: unknown change kind {', '.join(unknown)} (kinds: {', '.join(diff_mod.KINDS)})",
+                             "usage")
+    if ledgers and scenario:
+        raise model.BadInput("give --ledgers or --scenario FILE, not both", "usage")
+    old_cat, new_cat = diff_mod.load_catalog(old, render.warn), diff_mod.load_catalog(new, render.warn)
+    doc = {"old": old, "new": new, "changes": diff_mod.changes(old_cat, new_cat)}
+    if ledgers or scenario:
+        if scenario:
+            files, times = diff_mod.scenario_ledgers(scenario, old, render.warn)
+            at_text = env.at_text or max(times, key=lambda t: model.parse_when(t, old_cat.tz))
+        else:
+            files, at_text = None, env.at_text
+        import datetime
+
+        now = rq.when(at_text, old_cat.tz) if at_text else datetime.datetime.now(old_cat.tz).replace(microsecond=0)
+        if files is None:
+            svc = env.service
+            svc.require_data()
+            if engine == "dask":
+                from bonuscli import dask_engine
+
+                doc["impact"] = dask_engine.impact(old_cat, new_cat, env.data_dir, now, scheduler=scheduler,
+                                                   warn=render.warn)
+            else:
+                doc["impact"] = diff_mod.impact(old_cat, new_cat, diff_mod.read_ledgers(svc.store, render.warn), now)
+        else:
+            doc["impact"] = diff_mod.impact(old_cat, new_cat, files, now)
+    found = [k for k in kinds if any(c["kind"] == k for c in doc["changes"])]
+    doc["failed_on"] = found
+    emit(env, doc, diff_mod.human)
+    if found:
+        n = sum(1 for c in doc["changes"] if c["kind"] in found)
+        render.error(model.Refused(f"{n} change{'s' if n != 1 else ''} of a kind named in --fail-on: "
+                                   f"{', '.join(found)}", "fail-on"), env.as_json)
+        ctx.exit(1)
 
 
 # ---------------------------------------------------------------- corrections and explanations
-
-
-def parse_points(text, what="POINTS") -> int:
-    s = str(text).strip()
-    if not s.lstrip("+-").isdigit() or len(s) > 12:
-        raise model.BadInput(f"{what} must be a whole number of points (got {text!r})", "bad-points")
-    return int(s)
 
 
 @command("refund")
@@ -1103,21 +997,16 @@ def refund_cmd(ctx, phone, ref, amount, refund_ref, from_file, explain, jobs):
     """
     env = env_of(ctx)
     if from_file is not None:
-        from_batch(ctx, env, from_file, "REFUND", "refunding", jobs,
+        from_batch(ctx, env, from_file, "refund", "refunding", jobs,
                    {"PHONE": phone, "REF": ref, "--amount": amount, "--ref": refund_ref})
     if phone is None or ref is None:
         raise model.BadInput("refund needs PHONE and REF (or --from FILE)", "usage")
-    phone = phone_arg(phone)
-    cat = env.catalog
-    value = model.parse_amount(amount, cat.amount_max, "--amount") if amount is not None else None
-    ref = check_ref(ref)
-    refund_ref = check_ref(refund_ref) if refund_ref is not None else None
-    view = transact(env, [phone], lambda cat, members, now: rules.refund(cat, members[phone], now, ref, value, refund_ref))
+    with explaining(explain):
+        view = env.service.refund(rq.refund(env.catalog, phone, ref, amount, refund_ref), env.now)
     if explain:
         view["steps"] = view.get("_steps", [])
-    emit(env, view, lambda v: kv(v, ["phone", "ref", "amount", "points", "points_taken", "debt", "not_recovered",
-                                     "duplicate", "balance"]) + (
-        "\n\n" + "\n".join(f"{s['rule']}: {s['detail']}" for s in v["steps"]) if explain else ""))
+    emit(env, view, with_steps(lambda v: kv(v, ["phone", "ref", "amount", "points", "points_taken", "debt",
+                                                "not_recovered", "duplicate", "balance"]), explain))
 
 
 @command("adjust", context_settings={"ignore_unknown_options": True})
@@ -1139,19 +1028,14 @@ def adjust_cmd(ctx, phone, points, reason, ref, expires_on, from_file, jobs):
     """
     env = env_of(ctx)
     if from_file is not None:
-        from_batch(ctx, env, from_file, "ADJUST", "adjusting", jobs,
+        from_batch(ctx, env, from_file, "adjust", "adjusting", jobs,
                    {"PHONE": phone, "POINTS": points, "--reason": reason, "--ref": ref})
     if phone is None or points is None:
         raise model.BadInput("adjust needs PHONE and POINTS (or --from FILE)", "usage")
-    phone = phone_arg(phone)
-    n = parse_points(points)
-    if not reason or not reason.strip():
-        raise model.BadInput("adjust needs --reason TEXT (kept in the ledger)", "usage")
-    ref = check_ref(ref) if ref is not None else None
-    exp = model.parse_date(expires_on, "--expires-on") if expires_on is not None else None
-    view = transact(env, [phone], lambda cat, members, now: rules.adjust(cat, members[phone], now, n, reason.strip(),
-                                                                        ref, exp))
-    emit(env, view, lambda v: kv(v, ["phone", "points", "reason", "duplicate", "balance"]))
+    req = rq.adjust(env.catalog, phone, points, reason, ref, expires_on)
+    view = env.service.adjust(req, env.now)
+    emit(env, view, lambda v: kv(v, ["phone", "points", "reason", "duplicate", "balance"]
+                                 + (["debt_repaid", "debt"] if v.get("debt_repaid") or v.get("debt") else [])))
 
 
 @command("explain")
@@ -1165,9 +1049,8 @@ def explain_cmd(ctx, phone, key):
     bonuscli explain 9161234567 tx-1001
     """
     env = env_of(ctx)
-    phone = phone_arg(phone)
-    view = viewed(rules.explain(env.catalog, load_member(env, phone, register=True), env.now, key))
-    emit(env, view, lambda v: "\n".join(f"{s['rule']}: {s['detail']}" for s in v["steps"]))
+    view = env.service.explain(rq.phone(phone), env.now, key)
+    emit(env, view, lambda v: render.printable_lines(steps_text(v)))
 
 
 @command("report")
@@ -1188,22 +1071,15 @@ def report_cmd(ctx, region, from_date, until_date, jobs, engine, scheduler):
     from bonuscli import fleet
 
     env = env_of(ctx)
-    region = region_opt(env.catalog, region)
-    f = model.parse_date(from_date, "--from") if from_date else None
-    u = model.parse_date(until_date, "--until") if until_date else None
+    svc = env.service
+    region = rq.region(svc.catalog, region) if region is not None else None
+    f = rq.date(from_date, "--from") if from_date else None
+    u = rq.date(until_date, "--until") if until_date else None
+    svc.require_data()
     if engine == "dask":
         from bonuscli import dask_engine
 
-        view = dask_engine.report(env, region, f, u, scheduler=scheduler)
+        view = dask_engine.report(svc, env.now, region, f, u, scheduler=scheduler)
     else:
-        view = fleet.report(env, region, f, u, jobs)
-
-    def human(v):
-        text = kv(v["members"], list(v["members"])) + f"\n\noutstanding  {v['outstanding']}\ndebt         {v['debt']}"
-        text += "\n\n" + render.table([[m["month"], m["earned"], m["redeemed"], m["expired"], m["gifted"], m["refunded"],
-                                        m["forfeited"]] for m in v["months"]],
-                                      ["month", "earned", "redeemed", "expired", "gifted", "refunded", "forfeited"])
-        text += "\n\nexpiring, next 12 months:\n" + render.bars([(e["month"], e["points"]) for e in v["expiring"]])
-        return text
-
-    emit(env, view, human)
+        view = fleet.report(svc, env.now, region, f, u, jobs)
+    emit(env, view, fleet.human)

@@ -3,22 +3,22 @@ mapped over a dask.distributed cluster instead of this machine's process pool.
 
 Owns: connecting to a scheduler (or starting a small LocalCluster), shipping the
 parsed catalog to the workers once, mapping the SAME pure per-member functions the
-local engine uses (fleet._member_summary, audit.check_member, diff.impact,
-scenario.run_one) over chunks of members, and reducing the partial results
+local engine uses (fleet.member_summary, audit.check_member, diff.impact,
+scenario.run_one), each opening the same service on the worker
+(`service.Opener`), over chunks of members, and reducing the partial results
 exactly as the local path does (integer sums; lists put back in phone or request
 order). Workers read ledgers themselves, so every worker must see the data
 directory at the same path (a shared filesystem; see docs/scaling.md).
 
 dask is imported lazily, only here and only when this engine is asked for; without
 it the engine is a clean `install bonuscli[dask]` error, never a traceback.
-Imports model, paths, ledger, rules, fleet, audit, diff, simulate, scenario (lazily).
+Imports model, service, ledger, fleet, audit, diff, simulate, scenario (lazily).
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from types import SimpleNamespace
 
 from bonuscli.model import BadInput, BonusError, FilesError
 
@@ -190,25 +190,35 @@ def chunked(items, n_workers: int, min_size: int | None = None) -> list:
 # ---------------------------------------------------------------- per member
 
 
-def members_part(func, cat, root, now, phones) -> list:
-    """[func(cat, root, phone, now) for phone in phones]: one task's share of fleet.map_members."""
-    return [func(cat, root, p, now) for p in phones]
+_OPENED: dict = {}
 
 
-def map_members(env, func=None, scheduler: str | None = None, cluster: Cluster | None = None) -> list:
-    """fleet.map_members on Dask: `func(cat, root, phone, now)` (a module-level function returning
+def _service(opener):
+    """The worker's service for this opener (opened once per worker process)."""
+    svc = _OPENED.get(opener)
+    if svc is None:
+        svc = _OPENED[opener] = opener.open(warn=lambda msg: None)
+    return svc
+
+
+def members_part(func, opener, now, phones) -> list:
+    """[func(svc, phone, now) for phone in phones]: one task's share of fleet.map_members."""
+    svc = _service(opener)
+    return [func(svc, p, now) for p in phones]
+
+
+def map_members(svc, now, func=None, scheduler: str | None = None, cluster: Cluster | None = None) -> list:
+    """fleet.map_members on Dask: `func(svc, phone, now)` (a module-level function returning
     plain data; by default fleet's report summary) for every ledger, in phone order.
 
     Every result travels back to this process; `report` and `check_dir` below reduce less data."""
-    if func is None:
-        from bonuscli import fleet
+    from bonuscli import fleet
 
-        func = fleet._member_summary
-    phones = env.store.phones()
-    cat, root, now = env.catalog, env.data_dir, env.now
+    func = func or fleet.member_summary
+    phones = svc.store.phones()
 
     def run(c):
-        return [r for part in c.map_chunks(members_part, chunked(phones, c.n_workers()), func, cat, root, now)
+        return [r for part in c.map_chunks(members_part, chunked(phones, c.n_workers()), func, svc.opener, now)
                 for r in part]
 
     if cluster is not None:
@@ -220,43 +230,30 @@ def map_members(env, func=None, scheduler: str | None = None, cluster: Cluster |
 # ---------------------------------------------------------------- report
 
 
-def summaries(cat, root, now, phones) -> list:
-    """fleet._member_summary over a chunk of phones (the local engine's per-member function)."""
-    from bonuscli import fleet
-
-    return [fleet._member_summary(cat, root, p, now) for p in phones]
-
-
-class _PhoneList:
-    def __init__(self, phones):
-        self._phones = list(phones)
-
-    def phones(self):
-        return list(self._phones)
-
-
-def report_part(cat, root, now, region, from_date, until_date, phones):
+def report_part(opener, now, region, from_date, until_date, phones):
     """fleet.report over one chunk of members, on a worker: (partial report, problems).
 
-    The partial report is fleet.report itself run serially over the chunk, so every
-    figure is computed by the local engine's own code; the client only adds them up."""
+    The partial report is fleet's own reduction over the chunk, so every figure is
+    computed by the local engine's code; the client only adds them up."""
     from bonuscli import fleet
 
-    env = SimpleNamespace(catalog=cat, data_dir=root, now=now, store=_PhoneList(phones))
+    svc = _service(opener)
+    summaries = [fleet.member_summary(svc, p, now) for p in phones]
     try:
-        return fleet.report(env, region, from_date, until_date, jobs=1), []
+        return fleet.report(svc, now, region, from_date, until_date, summaries=summaries), []
     except FilesError:  # corrupt ledgers in this chunk: name them all, as the local reduction does
-        return None, [s["error"] for s in summaries(cat, root, now, phones) if s is not None and "error" in s]
+        return None, [s["error"] for s in summaries if s is not None and "error" in s]
 
 
-def report(env, region=None, from_date=None, until_date=None, scheduler: str | None = None,
+def report(svc, now, region=None, from_date=None, until_date=None, scheduler: str | None = None,
            cluster: Cluster | None = None) -> dict:
     """fleet.report on Dask, reduced on the workers chunk by chunk, then added up here."""
-    phones = env.store.phones()
-    cat, root, now = env.catalog, env.data_dir, env.now
+    from bonuscli import fleet
+
+    phones = svc.store.phones()
 
     def run(c):
-        return c.map_chunks(report_part, chunked(phones, c.n_workers()), cat, root, now, region, from_date,
+        return c.map_chunks(report_part, chunked(phones, c.n_workers()), svc.opener, now, region, from_date,
                             until_date)
 
     if cluster is not None:
@@ -269,10 +266,7 @@ def report(env, region=None, from_date=None, until_date=None, scheduler: str | N
         raise FilesError(f"{problems[0]}" + (f" (and {len(problems) - 1} more ledgers)" if len(problems) > 1 else ""),
                          "ledger-corrupt")
     if not parts:  # an empty directory: the local engine's answer over no members
-        from bonuscli import fleet
-
-        return fleet.report(SimpleNamespace(catalog=cat, data_dir=root, now=now, store=_PhoneList([])),
-                            region, from_date, until_date, jobs=1)
+        return fleet.report(svc, now, region, from_date, until_date, summaries=[])
     out = parts[0][0]
     for doc, _ in parts[1:]:
         out = merge_reports(out, doc)
@@ -307,14 +301,14 @@ def merge_reports(a, b):
 # ---------------------------------------------------------------- check --ledgers
 
 
-def check_dir(env, scheduler: str | None = None, cluster: Cluster | None = None) -> list:
+def check_dir(svc, now, scheduler: str | None = None, cluster: Cluster | None = None) -> list:
     """audit.check_dir on Dask: audit.check_member per ledger (each reads the peers it needs),
     reduced as the local path does: unreadable ledgers first, then each ledger's problems in
     phone order."""
     from bonuscli import audit
 
     unreadable, problems = [], []
-    for found in map_members(env, audit.check_member, scheduler=scheduler, cluster=cluster):
+    for found in map_members(svc, now, audit.check_member, scheduler=scheduler, cluster=cluster):
         for p in found:
             (unreadable if p.pop("unreadable", False) else problems).append(p)
     return unreadable + problems
@@ -329,12 +323,12 @@ def links_part(root, phones) -> list:
     """For each phone of the chunk: (phone, [phones its events involve], torn-line warning or None).
     A ledger that cannot be read ends the chunk with its error, as diff.read_ledgers would stop there."""
     from bonuscli import ledger as ledger_mod
-    from bonuscli import paths
 
+    store = ledger_mod.FileStore(Path(root))
     out = []
     for phone in phones:
         try:
-            led = ledger_mod.read(paths.ledger_path(root, phone))
+            led = store.read(phone)
         except FilesError as e:
             out.append(_Raised(e))
             break
@@ -356,11 +350,11 @@ def impact_part(old, new, root, now, phones):
     group can touch), with the global order key of every outcome change."""
     from bonuscli import diff
     from bonuscli import ledger as ledger_mod
-    from bonuscli import paths, simulate
+    from bonuscli import simulate
     from bonuscli.model import iso
 
-    ledgers = {p: [e for e in ledger_mod.read(paths.ledger_path(root, p)).events if e.get("type") != "repair"]
-               for p in phones}
+    store = ledger_mod.FileStore(Path(root))
+    ledgers = {p: [e for e in store.read(p).events if e.get("type") != "repair"] for p in phones}
     doc = diff.impact(old, new, ledgers, now)
     reqs = [r for r in simulate.requests_of(ledgers, old) if r.at <= now]
     keys, i = [], 0
@@ -415,9 +409,8 @@ def impact(old, new, root, now, scheduler: str | None = None, cluster: Cluster |
     from bonuscli import ledger as ledger_mod
 
     if warn is None:
-        from bonuscli import render
-
-        warn = render.warn
+        def warn(msg):
+            pass
     root = Path(root)
     phones = ledger_mod.Store(root).phones()
 

@@ -12,8 +12,7 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from bonuscli import render
-from bonuscli.model import BadInput, Catalog, FilesError, Refused, decimal_text, iso, money, parse_when
+from bonuscli.model import Catalog, FilesError, decimal_text, iso, money
 
 # every kind of change, in the order they are listed
 KINDS = (
@@ -202,58 +201,58 @@ def impact(old: Catalog, new: Catalog, ledgers: dict, now: dt.datetime) -> dict:
             "outcome_changes": outcome_changes, "requests": len(requests)}
 
 
-def read_ledgers(data_dir: Path) -> dict:
-    from bonuscli import ledger as ledger_mod
+def read_ledgers(store, warn=None) -> dict:
+    """phone -> events of every ledger of a store (torn-line warnings to `warn`)."""
+    from bonuscli.ledger import torn_warning
 
-    store = ledger_mod.Store(data_dir)
     out = {}
     for phone in store.phones():
         led = store.read(phone)
-        msg = ledger_mod.torn_warning(led)
-        if msg:
-            render.warn(msg)
+        msg = torn_warning(led)
+        if msg and warn:
+            warn(msg)
         out[phone] = [e for e in led.events if e.get("type") != "repair"]
     return out
 
 
-def scenario_ledgers(path: str, catalog_path: Path):
-    """Run a scenario's steps (expectations not checked) under `catalog_path`; (ledgers, the steps' `at`s)."""
+def scenario_ledgers(path: str, catalog_path: str, warn=None):
+    """Run a scenario's steps (expectations not checked) under `catalog_path`, in memory:
+    (phone -> events, the steps' `at`s)."""
     from bonuscli import scenario as scenario_mod
 
     sc, problems = scenario_mod.load(path)
     if sc is None:
-        for p in problems:
-            render.warn(str(p))
+        _report(problems, warn)
         raise FilesError(f"invalid scenario file {path} (see the file:line lines above)", "scenario-invalid")
-    with scenario_mod.scratch_dir() as tmp:
-        work = Path(tmp)
-        sc = sc._replace(catalog=None)  # the scenario runs under OLD, whatever it names
-        catalog, problems = scenario_mod.catalog_for(sc, catalog_path, work)
-        if catalog is None:
-            for p in problems:
-                render.warn(str(p))
-            raise FilesError(f"cannot run scenario {path} (see the file:line lines above)", "scenario-invalid")
-        scenario_mod.play(sc, catalog, work / "data", check=False)
-        ledgers = read_ledgers(work / "data")
-    return ledgers, [step.at for step in sc.steps]
+    sc = sc._replace(catalog=None)  # the scenario runs under OLD, whatever it names
+    cat, problems = scenario_mod.catalog_for(sc, Path(catalog_path).expanduser())
+    if cat is None:
+        _report(problems, warn)
+        raise FilesError(f"cannot run scenario {path} (see the file:line lines above)", "scenario-invalid")
+    svc = scenario_mod.play(sc, cat, check=False)[2]
+    return read_ledgers(svc.store, warn), [step.at for step in sc.steps]
 
 
-# ---------------------------------------------------------------- the command
+def _report(problems, warn):
+    if warn:
+        for p in problems:
+            warn(str(p))
 
 
-def load_catalog(path: str) -> Catalog:
+def load_catalog(path: str, warn=None) -> Catalog:
     from bonuscli import catalog as catalog_mod
 
     cat, probs = catalog_mod.validate(Path(path).expanduser(), path)
     if probs:
-        for p in probs:
-            render.warn(str(p))
+        _report(probs, warn)
         raise FilesError(f"invalid catalog {path}: {len(probs)} problem{'s' if len(probs) != 1 else ''} "
                          "(see the file:line lines above)", "catalog-invalid")
     return cat
 
 
 def _cell(value) -> str:
+    from bonuscli import render
+
     if value is None:
         return "-"
     if isinstance(value, list):
@@ -264,6 +263,8 @@ def _cell(value) -> str:
 
 
 def human(doc) -> str:
+    from bonuscli import render
+
     rows = [[c["kind"], c["what"], _cell(c["old"]), _cell(c["new"])] for c in doc["changes"]]
     text = "no changes" if not rows else render.table(rows, ["kind", "what", "old", "new"])
     imp = doc.get("impact")
@@ -287,41 +288,3 @@ def human(doc) -> str:
             text += "\n\ndecided differently:\n" + render.table(
                 [[o["at"], o["request"], o["old"], o["new"]] for o in others], ["at", "request", "old", "new"])
     return text
-
-
-def run(env, old_path: str, new_path: str, ledgers: bool, scenario_path, fail_on, engine="local",
-        scheduler=None) -> int:
-    unknown = [k for k in fail_on if k not in KINDS]
-    if unknown:
-        raise BadInput(f"--fail-on: unknown change kind {', '.join(unknown)} (kinds: {', '.join(KINDS)})", "usage")
-    if ledgers and scenario_path:
-        raise BadInput("give --ledgers or --scenario FILE, not both", "usage")
-    old = load_catalog(old_path)
-    new = load_catalog(new_path)
-    doc = {"old": old_path, "new": new_path, "changes": changes(old, new)}
-    if ledgers or scenario_path:
-        if scenario_path:
-            members, times = scenario_ledgers(scenario_path, Path(old_path).expanduser())
-            at_text = env.at_text or max(times, key=lambda t: parse_when(t, old.tz))  # the story's last instant
-        else:
-            members = read_ledgers(env.data_dir) if engine != "dask" else None
-            at_text = env.at_text
-        now = parse_when(at_text, old.tz) if at_text else dt.datetime.now(old.tz).replace(microsecond=0)
-        if members is None:  # --ledgers on Dask: the workers read the ledgers
-            from bonuscli import dask_engine
-
-            doc["impact"] = dask_engine.impact(old, new, env.data_dir, now, scheduler=scheduler)
-        else:
-            doc["impact"] = impact(old, new, members, now)
-    found = [k for k in fail_on if any(c["kind"] == k for c in doc["changes"])]
-    doc["failed_on"] = found
-    if env.as_json:
-        render.emit_json(doc)
-    else:
-        render.out(human(doc))
-    if found:
-        n = sum(1 for c in doc["changes"] if c["kind"] in found)
-        render.error(Refused(f"{n} change{'s' if n != 1 else ''} of a kind named in --fail-on: {', '.join(found)}",
-                             "fail-on"), env.as_json)
-        return 1
-    return 0

@@ -1,9 +1,13 @@
 """The store: one JSON-lines ledger per member, read whole, appended under a lock.
 
-Owns: parsing ledgers (torn final line -> warning, repaired lines skipped,
-anything else unreadable -> FilesError naming path:line, file untouched),
-exclusive fcntl locks taken in a fixed order with a timeout, appends of whole
-lines followed by fsync, modes 0700/0600. Imports model and paths.
+Owns: parsing ledgers (torn final line -> warning, repaired lines skipped, an
+unknown event type or anything else unreadable -> FilesError naming path:line,
+file untouched), exclusive fcntl locks taken in a fixed order with a timeout,
+appends of whole lines followed by fsync, modes 0700/0600, and derived
+snapshots (plain JSON, never executed; any doubt is a miss). `FileStore` is a
+data directory; `MemoryStore` holds the same bytes in memory for simulations
+(diff, scenarios), so both go through the same parser and chain.
+Imports model and paths.
 """
 
 from __future__ import annotations
@@ -17,10 +21,22 @@ from pathlib import Path
 from typing import NamedTuple, Optional
 
 from bonuscli import paths
-from bonuscli.model import SCHEMA_VERSION, FilesError
+from bonuscli.model import EVENT_TYPES, SCHEMA_VERSION, FilesError
+
+try:  # a fast decoder when installed (docs/performance.md: ~5x faster than json.loads a line)
+    from orjson import JSONDecodeError as _DecodeError
+    from orjson import loads as _loads
+except ImportError:  # pragma: no cover - orjson is a dependency; the stdlib gives the same values
+    _loads = json.loads
+    _DecodeError = json.JSONDecodeError
 
 LOCK_TIMEOUT = 10.0
 REQUIRED = ("v", "id", "type", "at")
+
+
+def decode(raw: bytes):
+    """One ledger line's JSON value (ValueError when it is not JSON)."""
+    return _loads(raw)
 
 
 class Torn(NamedTuple):
@@ -59,7 +75,7 @@ def verify_chain(path: Path, data: bytes) -> list:
     prev_raw = None
     for n, raw in enumerate(lines, start=1):
         try:
-            event = json.loads(raw)
+            event = _loads(raw)
         except ValueError:
             prev_raw = raw
             continue
@@ -104,15 +120,19 @@ def parse(path: Path, data: bytes, first: int = 1, base: int = 0, before: Option
     if torn is None:
         torn_text = b""
     parsed, bad, repaired = [], [], set()
+    loads, types = _loads, EVENT_TYPES
     for n, raw in enumerate(lines, start=first):
         try:
-            event = json.loads(raw)
-            if not isinstance(event, dict) or any(k not in event for k in REQUIRED):
+            event = loads(raw)
+            if type(event) is not dict or "v" not in event or "id" not in event or "at" not in event:
                 raise ValueError("not a ledger event")
+            t = event.get("type")
+            if t not in types:
+                raise ValueError(f"unknown event type {t!r}" if isinstance(t, str) else "not a ledger event")
         except (ValueError, UnicodeDecodeError) as e:
-            bad.append((n, "not valid JSON" if isinstance(e, json.JSONDecodeError) else str(e)))
+            bad.append((n, "not valid JSON" if isinstance(e, (_DecodeError, json.JSONDecodeError)) else str(e)))
             continue
-        if event["type"] == "repair":
+        if t == "repair":
             repaired.add(event.get("line"))
         parsed.append((n, event))
     for n, why in bad:
@@ -120,16 +140,17 @@ def parse(path: Path, data: bytes, first: int = 1, base: int = 0, before: Option
             raise _corrupt(path, n, why)
     events = []
     for n, event in parsed:
-        if n in repaired:
+        if repaired and n in repaired:
             continue
-        v = event.get("v")
-        if not isinstance(v, int) or v < 1:
-            raise _corrupt(path, n, "no schema version")
-        if v > SCHEMA_VERSION:
-            raise FilesError(
-                f"{path}:{n}: written by a newer bonuscli (schema {v}); upgrade bonuscli to read it",
-                "ledger-newer",
-            )
+        v = event["v"]
+        if v != SCHEMA_VERSION:
+            if type(v) is not int or v < 1:
+                raise _corrupt(path, n, "no schema version")
+            if v > SCHEMA_VERSION:
+                raise FilesError(
+                    f"{path}:{n}: written by a newer bonuscli (schema {v}); upgrade bonuscli to read it",
+                    "ledger-newer",
+                )
         events.append(event)
     tail = torn_text if torn is not None else (lines[-1] if lines else (before or b""))
     pretail = (lines[-1] if lines else before) if torn is not None else None
@@ -188,7 +209,7 @@ def ensure_dir(path: Path) -> None:
         raise FilesError(f"cannot create directory {path}: {e.strerror or e}", "disk")
 
 
-class Store:
+class FileStore:
     """A data directory of ledgers."""
 
     def __init__(self, root: Path, lock_timeout: float = LOCK_TIMEOUT):
@@ -200,6 +221,12 @@ class Store:
 
     def read(self, phone: str) -> LedgerRead:
         return read(self.path(phone))
+
+    def read_after(self, phone: str, offset: int, last_len: int, last_hash: str, first: int):
+        return read_after(self.path(phone), offset, last_len, last_hash, first)
+
+    def exists(self) -> bool:
+        return self.root.is_dir()
 
     def phones(self) -> list:
         d = paths.ledgers_dir(self.root)
@@ -255,24 +282,7 @@ class Store:
         The caller holds the lock and read `ledger` under it.
         """
         path = self.path(phone)
-        chunks = []
-        prev = ledger.tail if ledger.size else None
-        if ledger.torn is not None:
-            chunks.append(b"\n")
-            repair = {
-                "v": SCHEMA_VERSION,
-                "id": f"{phone}.r{ledger.torn.line}",
-                "type": "repair",
-                "at": events[0]["at"] if events else "",
-                "line": ledger.torn.line,
-                "offset": ledger.torn.offset,
-                "note": "an interrupted write left this line unfinished; readers skip it",
-                "torn_prev": line_hash(ledger.pretail) if ledger.pretail is not None else "",
-            }
-            prev = _link(chunks, repair, prev)
-        for event in events:
-            prev = _link(chunks, event, prev)
-        data = b"".join(chunks)
+        data = chained(phone, events, ledger)
         new = not path.exists()
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -310,6 +320,101 @@ class Store:
         if fault:
             fault("after-fsync", phone)
 
+    # -- snapshots: derived, plain JSON, rebuilt on any doubt
+    def snapshot_path(self, phone: str) -> Path:
+        paths.ledger_path(self.root, phone)
+        return self.root / "cache" / "members" / f"{phone}.json"
+
+    def load_snapshot(self, phone: str):
+        """The saved document, or None. Any problem with the file is a miss; nothing is executed."""
+        try:
+            with open(self.snapshot_path(phone), "rb") as f:
+                doc = _loads(f.read())
+            return doc if isinstance(doc, dict) else None
+        except (OSError, ValueError):
+            return None
+
+    def save_snapshot(self, phone: str, doc: dict) -> None:
+        path = self.snapshot_path(phone)
+        try:
+            paths.make_private_dir(path.parent)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(json.dumps(doc, separators=(",", ":")).encode())
+            os.replace(tmp, path)
+        except (OSError, ValueError, TypeError):
+            pass
+
+
+Store = FileStore
+
+
+class MemoryStore:
+    """Ledgers as bytes in memory: the same lines, parser and chain as files, no locks, no fsync.
+    Used to simulate (diff --ledgers, scenarios) through the one service path."""
+
+    def __init__(self, files: dict | None = None):
+        self.files: dict = {p: bytearray(b) for p, b in (files or {}).items()}
+        self.snapshots: dict = {}
+        self.root = Path("<memory>")
+
+    def path(self, phone: str) -> Path:
+        return Path("<memory>") / f"{phone}.jsonl"
+
+    def read(self, phone: str) -> LedgerRead:
+        data = self.files.get(phone)
+        if data is None:
+            return LedgerRead(self.path(phone), (), None, 0)
+        return parse(self.path(phone), bytes(data))
+
+    def read_after(self, phone, offset, last_len, last_hash, first):
+        return None
+
+    def exists(self) -> bool:
+        return True
+
+    def phones(self) -> list:
+        return sorted(self.files)
+
+    def prepare(self) -> None:
+        pass
+
+    @contextmanager
+    def locked(self, phones):
+        yield
+
+    def append(self, phone: str, events, ledger: LedgerRead, fault=None) -> None:
+        self.files.setdefault(phone, bytearray()).extend(chained(phone, events, ledger))
+
+    def load_snapshot(self, phone):
+        return None
+
+    def save_snapshot(self, phone, doc):
+        pass
+
+
+def chained(phone: str, events, ledger: LedgerRead) -> bytes:
+    """The bytes that append `events` to `ledger`: a torn tail sealed first, every line chained."""
+    chunks = []
+    prev = ledger.tail if ledger.size else None
+    if ledger.torn is not None:
+        chunks.append(b"\n")
+        repair = {
+            "v": SCHEMA_VERSION,
+            "id": f"{phone}.r{ledger.torn.line}",
+            "type": "repair",
+            "at": events[0]["at"] if events else "",
+            "line": ledger.torn.line,
+            "offset": ledger.torn.offset,
+            "note": "an interrupted write left this line unfinished; readers skip it",
+            "torn_prev": line_hash(ledger.pretail) if ledger.pretail is not None else "",
+        }
+        prev = _link(chunks, repair, prev)
+    for event in events:
+        prev = _link(chunks, event, prev)
+    return b"".join(chunks)
+
 
 def _link(chunks: list, event: dict, prev_raw) -> bytes:
     """Encode an event chained to the line before it; returns its own bytes."""
@@ -321,47 +426,3 @@ def _link(chunks: list, event: dict, prev_raw) -> bytes:
 
 def encode(event: dict) -> bytes:
     return (json.dumps(event, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
-
-
-# ---------------------------------------------------------------- checkpoints (derived, rebuildable)
-
-CHECKPOINT_VERSION = 1
-
-
-def checkpoint_path(root: Path, phone: str) -> Path:
-    paths.ledger_path(root, phone)
-    return root / "cache" / "members" / f"{phone}.ckpt"
-
-
-def load_checkpoint(root: Path, phone: str, key: str):
-    """The saved state of a member, or None. Any problem with the file is a miss."""
-    import pickle
-
-    try:
-        with open(checkpoint_path(root, phone), "rb") as f:
-            doc = pickle.load(f)
-        if doc.get("version") != CHECKPOINT_VERSION or doc.get("key") != key:
-            return None
-        return doc
-    except Exception:
-        return None
-
-
-def save_checkpoint(root: Path, phone: str, key: str, led: LedgerRead, member, advanced_to) -> None:
-    """Save a member's state as of the end of `led` (never when a line is torn)."""
-    import pickle
-
-    if led.torn is not None or not led.tail:
-        return
-    doc = {"version": CHECKPOINT_VERSION, "key": key, "offset": led.size, "last_len": len(led.tail),
-           "last_hash": line_hash(led.tail), "lines": led.lines, "advanced_to": advanced_to, "member": member}
-    path = checkpoint_path(root, phone)
-    try:
-        paths.make_private_dir(path.parent)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            pickle.dump(doc, f, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, path)
-    except Exception:
-        pass

@@ -12,6 +12,11 @@ from decimal import Decimal, InvalidOperation
 from typing import NamedTuple, Optional
 
 SCHEMA_VERSION = 2  # 2: each line carries `prev`, the hash of the line before it
+# every event type a ledger line may have (rules.replay applies each; anything else is corruption)
+EVENT_TYPES = frozenset((
+    "join", "leave", "earn", "refund", "adjust", "redeem", "gift_out", "gift_in", "gift_accept", "gift_reject",
+    "gift_settle", "referral", "referral_settle", "repair",
+))
 ONE = Decimal(1)
 CENT = Decimal("0.01")
 

@@ -92,3 +92,8 @@ def error(err: BonusError, as_json: bool) -> None:
         sys.stderr.write(json.dumps(doc, ensure_ascii=False) + "\n")
     else:
         sys.stderr.write("error: " + printable(err.message) + "\n")
+
+
+def printable_lines(text: str) -> str:
+    """Several lines, each made printable (stored text can carry control characters)."""
+    return "\n".join(printable(line) for line in str(text).split("\n"))

@@ -1,11 +1,12 @@
-"""Scenario files: stories of members and commands with expected results, run
-through the real CLI (`bonuscli check --scenario FILE...`). Format: docs/ci.md.
+"""Scenario files: stories of members and commands with expected results
+(`bonuscli check --scenario FILE...`). Format: docs/ci.md.
 
 Owns: reading a scenario (YAML nodes, so every problem and every failure names
-its `file:line`), turning each step into the exact command line a user would
-type, running it in-process in a temporary data directory with `--at` and
-`--json`, comparing the JSON it prints with the step's `expect`, and the
-pass/fail report. Imports model, render, catalog; cli, click and yaml lazily.
+its `file:line`), running each step through the same request layer and
+service as the command line (on a MemoryStore: the same parser, chain and
+rules, no files), comparing the JSON document the command would print with the
+step's `expect`, and the pass/fail report as values. Imports model, requests,
+render, catalog, service; yaml lazily.
 """
 
 from __future__ import annotations
@@ -13,13 +14,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import tempfile
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import NamedTuple, Optional
 
 from bonuscli import render
-from bonuscli.model import BadInput, FilesError, Problem, Refused, normalize_phone, parse_when, zone
+from bonuscli.model import BadInput, BonusError, FilesError, Problem, normalize_phone, parse_when, zone
 
 
 class Spec(NamedTuple):
@@ -71,11 +71,12 @@ class Step(NamedTuple):
     index: int  # 1-based
     at: str
     command: str
-    args: tuple  # the command line after `bonuscli`, without --at/--json
+    args: tuple  # the command line after `bonuscli`, without --at/--json (as shown in failures)
     label: Optional[str]
     gift_ref: Optional[str]  # accept: a label or a gift id, resolved when run
     expect: dict  # key -> (line, value)
     expect_exit: Optional[int]
+    values: dict = {}  # key -> the text given (flags: booleans)
 
 
 class Scenario(NamedTuple):
@@ -224,15 +225,8 @@ def parse(path: str, text: str):
     return Scenario(path, name, catalog, overrides, steps), []
 
 
-def _known_commands():
-    from bonuscli.cli import cli
-
-    return set(cli.commands)
-
-
 def available() -> list:
-    known = _known_commands()
-    return [c for c in COMMANDS if c in known]
+    return list(COMMANDS)
 
 
 def _parse_step(path, index, snode, members, labels, problems):
@@ -270,9 +264,6 @@ def _parse_step(path, index, snode, members, labels, problems):
     if command not in COMMANDS:
         problems.append(Problem(path, _line(cnode_key), f"step {index}: unknown command '{command}' "
                                                         f"(commands: {', '.join(available())})"))
-        return None
-    if command not in _known_commands():
-        problems.append(Problem(path, _line(cnode_key), f"step {index}: this bonuscli has no `{command}` command"))
         return None
     spec = COMMANDS[command]
     values = {}
@@ -366,7 +357,7 @@ def _parse_step(path, index, snode, members, labels, problems):
         if values.get(k):
             args.append(flag)
     args += list(spec.extra)
-    return Step(line, index, at, command, tuple(args), label, gift_ref, expect, expect_exit)
+    return Step(line, index, at, command, tuple(args), label, gift_ref, expect, expect_exit, dict(values))
 
 
 def load(path: str):
@@ -416,8 +407,8 @@ def _set_dotted(doc, key: str, value):
             raise KeyError(".".join(parts[:i]))
 
 
-def catalog_for(sc: Scenario, default: Path, workdir: Path):
-    """(catalog path to run with, problems)."""
+def catalog_for(sc: Scenario, default: Path):
+    """(the Catalog to run with, problems)."""
     from bonuscli import catalog as catalog_mod
 
     base = sc.catalog or default
@@ -429,7 +420,7 @@ def catalog_for(sc: Scenario, default: Path, workdir: Path):
     if probs:
         return None, [Problem(p.path, p.line, p.message) for p in probs]
     if not sc.overrides:
-        return base, []
+        return cat, []
     import yaml
 
     doc = yaml.safe_load(base.read_text(encoding="utf-8"))
@@ -441,13 +432,15 @@ def catalog_for(sc: Scenario, default: Path, workdir: Path):
             problems.append(Problem(sc.path, line, f"catalog_overrides: the catalog has no {e.args[0]}"))
     if problems:
         return None, problems
-    target = workdir / "catalog.yaml"
-    target.write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True), encoding="utf-8")
-    cat, probs = catalog_mod.validate(target, f"{shown} with catalog_overrides")
+    text = yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
+    shown = f"{shown} with catalog_overrides"
+    parsed, probs = catalog_mod.parse_yaml(text, shown)
+    if not probs:
+        cat, probs = catalog_mod.problems(parsed, shown)
     if probs:
         first = sc.overrides[0][0]
         return None, [Problem(sc.path, first, f"catalog_overrides make the catalog invalid: {p.message}") for p in probs]
-    return target, []
+    return cat, []
 
 
 # ---------------------------------------------------------------- running
@@ -455,43 +448,93 @@ def catalog_for(sc: Scenario, default: Path, workdir: Path):
 
 class Outcome(NamedTuple):
     exit_code: int
-    doc: object  # parsed stdout (MISSING when none)
-    error: Optional[dict]  # {code, kind, message} from stderr
+    doc: object  # the JSON document the command prints (MISSING when none)
+    error: Optional[dict]  # {code, kind, message}
 
 
-def invoke(args, data_dir: Path, catalog: Path, at: str, lines: bool = False) -> Outcome:
-    """Run one command of the real CLI in-process, as `bonuscli ARGS --at AT --json`."""
-    from click.testing import CliRunner
+def _int(text, what, lo=0, hi=None):
+    try:
+        n = int(str(text).strip())
+    except ValueError:
+        raise BadInput(f"{what} must be a whole number (got {text!r})", "usage")
+    if n < lo or (hi is not None and n > hi):
+        raise BadInput(f"{what} must be between {lo} and {hi}" if hi is not None else f"{what} must be at least {lo}",
+                       "usage")
+    return n
 
-    from bonuscli.cli import cli
 
-    env = {"BONUSCLI_DATA_DIR": str(data_dir), "BONUSCLI_CATALOG": str(catalog), "BONUSCLI_NOW": None,
-           "BONUSCLI_FAULT": None, "BONUSCLI_FAULT_MODE": None, "BONUSCLI_LOCK_TIMEOUT": None, "NO_COLOR": "1"}
-    result = CliRunner().invoke(cli, list(args) + ["--at", at, "--json"], env=env)
-    doc = MISSING
-    out = result.stdout.strip()
-    if out:
-        try:
-            if lines:  # JSON lines (history): always a list, even of one row
-                raise ValueError
-            doc = json.loads(out)
-        except ValueError:
-            try:
-                doc = [json.loads(line) for line in out.splitlines() if line.strip()]
-            except ValueError:
-                doc = out
-    error = None
-    for line in reversed(result.stderr.strip().splitlines()):
-        try:
-            e = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(e, dict) and isinstance(e.get("error"), dict):
-            error = e["error"]
-            break
-    if result.exception is not None and not isinstance(result.exception, SystemExit) and error is None:
-        error = {"code": 3, "kind": "internal", "message": f"{type(result.exception).__name__}: {result.exception}"}
-    return Outcome(result.exit_code, doc, error)
+def execute(svc, command: str, v: dict, now):
+    """One step's command, through the request layer and the service: the document `--json` prints."""
+    from bonuscli import requests as rq
+    from bonuscli import service as service_mod
+
+    cat = svc.catalog
+    g = v.get
+    if command == "join":
+        today = now.date()  # `now` is in program time
+        return svc.join(rq.join(cat, today, g("phone"), g("region"), g("method") or "sms", g("email"), g("birth_date"),
+                                g("customer_since"), g("referrer"), g("services")), now)
+    if command == "earn":
+        if g("category") is None:
+            raise BadInput("earn needs --category (e.g. mobile, card, taxi)", "usage")
+        return svc.earn(rq.earn(cat, g("phone"), g("amount"), g("category"), g("ref")), now, dry_run=bool(g("dry_run")))
+    if command == "redeem":
+        return svc.redeem(rq.redeem(cat, g("phone"), g("code"), g("via") or "web", g("price"), g("points")), now)
+    if command == "gift":
+        return svc.gift(rq.gift(cat, g("from"), g("to"), g("points")), now)
+    if command == "accept":
+        return svc.accept(rq.accept(g("phone"), g("gift"), bool(g("reject"))), now)
+    if command == "leave":
+        return svc.leave(rq.phone(g("phone")), now)
+    if command == "balance":
+        return svc.balance(rq.phone(g("phone")), now)
+    if command == "forecast":
+        if g("days") is not None and g("until") is not None:
+            raise BadInput("give --days or --until, not both", "usage")
+        days = _int(g("days"), "--days", 0, 36600) if g("days") is not None else None
+        until = rq.date(g("until"), "--until") if g("until") else None
+        return svc.forecast(rq.phone(g("phone")), now, days, until)
+    if command == "history":
+        return svc.history(rq.phone(g("phone")), now)
+    if command == "calc":
+        months = _int(g("tenure_months"), "--tenure-months") if g("tenure_months") is not None else None
+        return service_mod.calc(cat, now, g("amount"), g("category"), months, g("customer_since"), g("card_last_month"))
+    if command == "catalog":
+        region = rq.region(cat, g("region")) if g("region") is not None else None
+        if g("code") is not None:
+            doc = service_mod.reward_json(cat, cat.rewards[rq.reward(cat, g("code"))], region)
+            if region:
+                doc["region"] = region
+            return doc
+        max_price = _int(g("max_price"), "--max-price") if g("max_price") is not None else None
+        return service_mod.catalog_rows(cat, region, g("category"), g("search"), max_price, g("channel"))
+    if command in ("sms", "ussd"):
+        doc, error = svc.operator(g("phone"), g("text") if command == "sms" else g("code"), g("region"), command, now)
+        if error is not None:
+            error.doc = doc
+            raise error
+        return doc
+    if command == "refund":
+        return svc.refund(rq.refund(cat, g("phone"), g("ref"), g("amount"), g("refund_ref")), now)
+    if command == "adjust":
+        return svc.adjust(rq.adjust(cat, g("phone"), g("points"), g("reason"), g("ref"), g("expires_on")), now)
+    raise BadInput(f"unknown command {command}", "usage")
+
+
+def invoke(svc, step: Step, values: dict) -> Outcome:
+    """Run one step as `bonuscli ... --at AT --json` would, and what it would print."""
+    from bonuscli import render
+
+    try:
+        now = parse_when(step.at, svc.catalog.tz).astimezone(svc.catalog.tz)
+        doc = execute(svc, step.command, values, now)
+    except BonusError as e:
+        doc = getattr(e, "doc", None)
+        return Outcome(e.exit_code, json.loads(render.dumps(doc)) if doc is not None else MISSING,
+                       {"code": e.exit_code, "kind": e.kind, "message": e.message})
+    except Exception as e:  # the CLI's promise: an internal error is exit 3, never a traceback
+        return Outcome(3, MISSING, {"code": 3, "kind": "internal", "message": f"{type(e).__name__}: {e}"})
+    return Outcome(0, json.loads(render.dumps(doc)), None)
 
 
 def shown_command(step: Step, args) -> str:
@@ -606,19 +649,23 @@ def check_step(sc: Scenario, step: Step, args, got: Outcome) -> list:
     return fails
 
 
-def play(sc: Scenario, catalog: Path, data_dir: Path, check=True) -> tuple:
-    """Run every step; (passed steps, failures)."""
+def play(sc: Scenario, cat, check=True) -> tuple:
+    """Run every step in memory; (passed steps, failures, the service it ran on)."""
+    from bonuscli import service as service_mod
+
+    svc = service_mod.in_memory(cat)
     labels: dict = {}
     passed, failures = 0, []
     for step in sc.steps:
-        args = list(step.args)
+        args, values = list(step.args), dict(step.values)
         if step.gift_ref is not None and step.gift_ref in labels:
             saved = labels[step.gift_ref]
             gid = lookup(saved, "gift_id")
             if gid is MISSING:
                 gid = lookup(saved, "result.gift_id")
-            args[2] = str(gid) if gid is not MISSING and gid is not None else step.gift_ref
-        got = invoke(args, data_dir, catalog, step.at, COMMANDS[step.command].output == "lines")
+            resolved = str(gid) if gid is not MISSING and gid is not None else step.gift_ref
+            args[2] = values["gift"] = resolved
+        got = invoke(svc, step, values)
         if step.label is not None:
             labels[step.label] = got.doc if got.doc is not MISSING else {}
         if not check:
@@ -628,31 +675,17 @@ def play(sc: Scenario, catalog: Path, data_dir: Path, check=True) -> tuple:
             failures.extend(fails)
         else:
             passed += 1
-    return passed, failures
-
-
-def scratch_dir():
-    """A temporary directory for one scenario's data, in memory when the system has one.
-
-    A scenario's ledgers are thrown away after the run, so the fsync every append
-    makes buys nothing there; on /dev/shm (tmpfs) it costs nothing either."""
-    base = None
-    shm = Path("/dev/shm")
-    if shm.is_dir() and os.access(shm, os.W_OK | os.X_OK):
-        base = str(shm)
-    return tempfile.TemporaryDirectory(prefix="bonuscli-scenario-", dir=base)
+    return passed, failures, svc
 
 
 def run_one(path: str, default_catalog: Path) -> Result:
     sc, problems = load(path)
     if sc is None:
         return Result(path, Path(path).stem, 0, 0, [], problems)
-    with scratch_dir() as tmp:
-        work = Path(tmp)
-        catalog, problems = catalog_for(sc, default_catalog, work)
-        if catalog is None:
-            return Result(path, sc.name, len(sc.steps), 0, [], problems)
-        passed, failures = play(sc, catalog, work / "data")
+    cat, problems = catalog_for(sc, Path(default_catalog))
+    if cat is None:
+        return Result(path, sc.name, len(sc.steps), 0, [], problems)
+    passed, failures, _svc = play(sc, cat)
     return Result(path, sc.name, len(sc.steps), passed, failures, [])
 
 
@@ -690,35 +723,10 @@ def human(results) -> str:
     return text
 
 
-def run_files(env, files, engine="local", scheduler=None) -> int:
-    """`bonuscli check --scenario FILE...`: 0 all pass, 1 an expectation failed, 3 a file is invalid."""
-    default_catalog = env.catalog_path
-    if engine == "dask":
-        from bonuscli import dask_engine
-
-        results = dask_engine.run_scenarios([str(f) for f in files], default_catalog, scheduler=scheduler)
-    else:
-        results = [run_one(str(f), default_catalog) for f in files]
+def results_json(results) -> dict:
     failed = [r for r in results if r.status == "fail"]
     invalid = [r for r in results if r.status == "invalid"]
-    if env.as_json:
-        render.emit_json({"scenarios": [result_json(r) for r in results],
-                          "total": {"scenarios": len(results), "passed": len(results) - len(failed) - len(invalid),
-                                    "failed": len(failed), "invalid": len(invalid)},
-                          "ok": not failed and not invalid})
-    else:
-        render.out(human(results))
-    for r in invalid:
-        for p in r.problems:
-            render.warn(str(p))
-    if invalid:
-        n = len(invalid)
-        render.error(FilesError(f"{n} scenario file{'s are' if n != 1 else ' is'} invalid (see the "
-                                "file:line lines above)", "scenario-invalid"), env.as_json)
-        return 3
-    if failed:
-        n = sum(len(r.failures) for r in failed)
-        render.error(Refused(f"{len(failed)} of {len(results)} scenarios failed ({n} expectation"
-                             f"{'s' if n != 1 else ''} not met)", "scenario-failed"), env.as_json)
-        return 1
-    return 0
+    return {"scenarios": [result_json(r) for r in results],
+            "total": {"scenarios": len(results), "passed": len(results) - len(failed) - len(invalid),
+                      "failed": len(failed), "invalid": len(invalid)},
+            "ok": not failed and not invalid}

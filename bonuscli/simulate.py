@@ -1,12 +1,12 @@
 """Replay the requests recorded in ledgers under another catalog, in memory.
 
 Owns: turning stored events back into the requests that made them (join, earn,
-redeem, gift, accept/reject, leave), and a `World` that re-decides those
-requests in global time order with the rules functions, the way the CLI would
-(`cli.transact`: replay the members involved, decide, append the decision's
-events after the members' seals), but on lists in memory. Nothing here reads or
-writes a file. Used by `diff --ledgers` / `diff --scenario`.
-Imports model and rules.
+redeem, gift, accept/reject, leave, refund, adjust), and a `World` that
+re-decides those requests in global time order through the one service path
+(`Service.transact` on a MemoryStore: replay the members involved and only the
+peers they name, decide, append the decision's events after the members'
+seals). Nothing here reads or writes a file. Used by `diff --ledgers` /
+`diff --scenario`. Imports model, rules, service.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import datetime as dt
 from decimal import Decimal
 from typing import NamedTuple, Optional
 
-from bonuscli import rules
-from bonuscli.model import SCHEMA_VERSION, Catalog, Refusal, from_iso
+from bonuscli import rules, service
+from bonuscli.model import BonusError, Catalog, Refusal, from_iso
 
 # event types that are a request's own authoritative record; the rest
 # (gift_in, gift_settle, referral, referral_settle, repair, gift_reject by
@@ -141,33 +141,24 @@ class World:
 
     def __init__(self, cat: Catalog):
         self.cat = cat
-        self.ledgers: dict = {}  # phone -> [stamped events]
+        self.svc = service.in_memory(cat)
         self.gift_ids: dict = {}  # gift id as recorded -> gift id in this world
         self.outcomes: list = []
 
-    # -- the CLI's transact, in memory
-    def member(self, phone: str, now):
-        events = self.ledgers.get(phone, [])
-        peers = {p: self.ledgers.get(p, []) for p in rules.peers_needed(events, now)}
-        return rules.replay(self.cat, phone, events, now, peers)
+    @property
+    def ledgers(self) -> dict:
+        """phone -> the events this world wrote."""
+        return {p: list(self.svc.store.read(p).events) for p in self.svc.store.phones()}
 
-    def _write(self, result, members, now):
-        for phone, events in result.writes:
-            m = members.get(phone)
-            led = self.ledgers.setdefault(phone, [])
-            evs = (rules.seals(self.cat, m, now) if m is not None else []) + list(events)
-            for e in evs:
-                rest = {k: v for k, v in e.items() if k not in ("type", "at")}
-                led.append({"v": SCHEMA_VERSION, "id": f"{phone}.{len(led) + 1}", "type": e["type"], "at": e["at"],
-                            **rest})
+    def member(self, phone: str, now):
+        return self.svc.member(phone, now)
 
     def _transact(self, phones, now, decide):
-        members = {p: self.member(p, now) for p in dict.fromkeys(phones)}
-        result = decide(members)
-        if isinstance(result, Refusal):
-            return result
-        self._write(result, members, now)
-        return result
+        try:
+            self.svc.transact(phones, now, lambda ms, t: _keep(decide(ms), self))
+        except BonusError as e:
+            return Refusal(e.exit_code, e.kind, e.message, tuple(e.steps))
+        return self._last
 
     # -- one request
     def apply(self, req: Request) -> Outcome:
@@ -253,9 +244,13 @@ class World:
 
     # -- results
     def figures(self, phone: str, now) -> dict:
-        """available / earned / spent of one member as of `now`."""
-        events = self.ledgers.get(phone, [])
-        m = rules.replay(self.cat, phone, events, now, self.ledgers)
+        """available / earned / spent of one member as of `now` (reading only the peers it names)."""
+        m = self.svc.member(phone, now)
         return {"available": m.available(), "earned": m.totals["credited"], "spent": m.totals["spent"],
                 "expired": m.totals["expired"], "forfeited": m.totals["forfeited"], "debt": m.debt,
                 "refunded": m.totals["refunded"]}
+
+
+def _keep(result, world):
+    world._last = result
+    return result

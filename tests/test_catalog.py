@@ -847,8 +847,10 @@ def test_validate_missing_file_raises_files_error(tmp_path):
 
 
 @pytest.fixture
-def counted(monkeypatch):
-    """Count how often the catalog file is actually parsed and validated."""
+def counted(monkeypatch, data_dir):
+    """Count how often the catalog file is actually parsed and validated. The cache lives in an
+    existing data directory (CLI.md §1: only a writing command creates one)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
     calls = []
     real = catalog_mod.validate
 
@@ -933,6 +935,7 @@ def test_unwritable_cache_dir_still_works(run, data_dir):
 
 
 def test_cache_is_used_across_processes(sub, data_dir):
+    data_dir.mkdir(parents=True)  # the cache lives in an existing data directory
     r1 = sub(["catalog", "minutes_30", "--json"])
     assert r1.returncode == 0 and json.loads(r1.stdout)["price"] == 100
     files = cache_files(data_dir)

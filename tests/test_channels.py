@@ -499,16 +499,17 @@ def gift_scene(run):
     (f"DAR {C} 10", [A, C, "10"]),  # another region
     (f"DAR {D} 10", [A, D, "10"]),  # not a member
     (f"DAR {B} 151", [A, B, "151"]),  # more than held
-    (f"PRESENT {B} 0", [A, B, "0"]),  # at least 1 point
+    (f"PRESENT {B} 0", [A, B, "0"]),  # at least 1 point: a non-positive count is bad input (exit 2)
 ])
 def test_gift_refusals_exit_as_gift(run, data_dir, text, direct):
     gift_scene(run)
     before = snapshot(data_dir, A, B, C, D)
-    doc = sms(run, A, text, "2025-03-02T09:00", code=1)
+    code = 2 if direct[2] == "0" else 1
+    doc = sms(run, A, text, "2025-03-02T09:00", code=code)
     assert doc["action"] == "gift"
     assert doc["result"] is None
     r = run("gift", *direct, "--at", "2025-03-02T09:00", "--json")
-    assert r.exit_code == 1
+    assert r.exit_code == code
     assert err_of(r)["kind"] == doc["error"]["kind"]
     assert snapshot(data_dir, A, B, C, D) == before
 

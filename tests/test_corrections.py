@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 
 from bonuscli import catalog as catalog_mod
 from bonuscli import rules
-from bonuscli.cli import stamp
+from bonuscli.service import stamp
 from bonuscli.model import Decision, Refusal
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -201,9 +201,12 @@ def test_refund_unknown_ref_refused(run, data_dir):
     assert r.exit_code != 0
 
 
-def test_refund_of_non_member_refused(run):
-    r = run("refund", B, "tx1", "--at", "2025-02-02T10:00")
-    assert r.exit_code == 1
+def test_refund_of_non_member_refused(run, data_dir):
+    r = run("refund", B, "tx1", "--at", "2025-02-02T10:00", "--json")
+    assert r.exit_code == 2 and '"no-data-dir"' in r.stderr  # CLI.md §1: no data directory yet
+    data_dir.mkdir(parents=True)
+    r = run("refund", B, "tx1", "--at", "2025-02-02T10:00", "--json")
+    assert r.exit_code == 1 and '"not-member"' in r.stderr
 
 
 def test_refund_after_leave_becomes_debt_of_the_phone(run):
@@ -518,9 +521,10 @@ def test_adjust_ref_idempotent(run, data_dir):
     sound(run, "2025-03-03")
 
 
-def test_adjust_non_member_refused(run):
-    r = run("adjust", A, "100", "--reason", "x", "--at", "2025-03-01T12:00")
-    assert r.exit_code == 1
+def test_adjust_non_member_refused(run, data_dir):
+    data_dir.mkdir(parents=True)
+    r = run("adjust", A, "100", "--reason", "x", "--at", "2025-03-01T12:00", "--json")
+    assert r.exit_code == 1 and '"not-member"' in r.stderr
 
 
 def test_adjust_credit_repays_debt_first(run):

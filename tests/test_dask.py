@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 
 from bonuscli import audit, dask_engine, diff, fleet, scenario
-from bonuscli.cli import Env
-from bonuscli.model import BadInput, FilesError, Refused, parse_date
+from bonuscli.ledger import FileStore
+from bonuscli.model import BadInput, FilesError, Refused, parse_date, parse_when
 from conftest import ROOT, Run
 
 A, B, C, D, E, F = "9160000001", "9160000002", "9160000003", "9160000004", "9160000005", "9160000006"
@@ -86,8 +86,21 @@ def generated(tmp_path_factory):
     return data
 
 
+class _Env:
+    """A service over `data` as of `at`, the way the CLI opens it."""
+
+    def __init__(self, data, at):
+        from bonuscli import catalog as catalog_mod
+        from bonuscli import service
+
+        path = catalog_mod.default_path()
+        self.svc = service.open_dir(Path(data), path, str(path))
+        self.now = parse_when(at, self.svc.catalog.tz)
+        self.store = self.svc.store
+
+
 def env_of(data, at=ASOF):
-    return Env(data_dir=str(data), at=at, environ={})
+    return _Env(data, at)
 
 
 def new_catalog(tmp_path) -> Path:
@@ -108,8 +121,8 @@ def new_catalog(tmp_path) -> Path:
 def test_report_small_directory_identical_and_right(small, cluster, monkeypatch):
     monkeypatch.setattr(dask_engine, "MIN_CHUNK", 1)  # six tasks of one member each
     env = env_of(small)
-    local = fleet.report(env, jobs=1)
-    got = dask_engine.report(env, cluster=cluster)
+    local = fleet.report(env.svc, env.now, jobs=1)
+    got = dask_engine.report(env.svc, env.now, cluster=cluster)
     assert got == local
     assert json.dumps(got) == json.dumps(local)  # the same key order too
     # by hand (test_report.py's derivation, plus the pending gift of 30 from A's a1 lot)
@@ -126,14 +139,14 @@ def test_report_small_directory_filters_identical(small, cluster, monkeypatch, r
     env = env_of(small)
     f = parse_date(since, "--from") if since else None
     u = parse_date(until, "--until") if until else None
-    assert dask_engine.report(env, region, f, u, cluster=cluster) == fleet.report(env, region, f, u, jobs=1)
+    assert dask_engine.report(env.svc, env.now, region, f, u, cluster=cluster) == fleet.report(env.svc, env.now, region, f, u, jobs=1)
 
 
 def test_map_members_identical(small, generated, cluster):
     for data in (small, generated):
         env = env_of(data)
-        local = fleet.map_members(env, jobs=1)
-        assert dask_engine.map_members(env, cluster=cluster) == local
+        local = fleet.map_members(env.svc, env.now, jobs=1)
+        assert dask_engine.map_members(env.svc, env.now, cluster=cluster) == local
         assert len(local) == len(env.store.phones())
 
 
@@ -142,10 +155,10 @@ def test_report_generated_directory_identical(generated, cluster):
     phones = env.store.phones()
     assert len(phones) == 300
     assert len(dask_engine.chunked(phones, cluster.n_workers())) == 6  # several tasks on each worker
-    local = fleet.report(env, jobs=1)
+    local = fleet.report(env.svc, env.now, jobs=1)
     assert local["members"]["total"] == 300 and local["outstanding"] > 0
-    assert dask_engine.report(env, cluster=cluster) == local
-    assert dask_engine.report(env, "RU-MOW", cluster=cluster) == fleet.report(env, "RU-MOW", jobs=1)
+    assert dask_engine.report(env.svc, env.now, cluster=cluster) == local
+    assert dask_engine.report(env.svc, env.now, "RU-MOW", cluster=cluster) == fleet.report(env.svc, env.now, "RU-MOW", jobs=1)
 
 
 def test_report_corrupt_ledgers_same_error(tmp_path, small, cluster, monkeypatch):
@@ -160,9 +173,9 @@ def test_report_corrupt_ledgers_same_error(tmp_path, small, cluster, monkeypatch
         path.write_bytes(lines[0] + b"{not json\n" + b"".join(lines[1:]))
     env = env_of(data)
     with pytest.raises(FilesError) as local:
-        fleet.report(env, jobs=1)
+        fleet.report(env.svc, env.now, jobs=1)
     with pytest.raises(FilesError) as got:
-        dask_engine.report(env, cluster=cluster)
+        dask_engine.report(env.svc, env.now, cluster=cluster)
     assert got.value.message == local.value.message
     assert got.value.kind == local.value.kind == "ledger-corrupt"
     assert "(and 1 more ledgers)" in got.value.message and f"{B}.jsonl" in got.value.message
@@ -170,8 +183,8 @@ def test_report_corrupt_ledgers_same_error(tmp_path, small, cluster, monkeypatch
 
 def test_report_empty_directory(tmp_path, cluster):
     env = env_of(tmp_path / "nothing")
-    assert dask_engine.report(env, cluster=cluster) == fleet.report(env, jobs=1)
-    assert dask_engine.report(env, cluster=cluster)["members"]["total"] == 0
+    assert dask_engine.report(env.svc, env.now, cluster=cluster) == fleet.report(env.svc, env.now, jobs=1)
+    assert dask_engine.report(env.svc, env.now, cluster=cluster)["members"]["total"] == 0
 
 
 def test_merge_reports_adds_exactly():
@@ -193,8 +206,8 @@ def test_merge_reports_adds_exactly():
 def test_check_clean_directories_identical(small, generated, cluster):
     for data in (small, generated):
         env = env_of(data)
-        assert audit.check_dir(env) == []
-        assert dask_engine.check_dir(env, cluster=cluster) == []
+        assert audit.check_dir(env.svc, env.now) == []
+        assert dask_engine.check_dir(env.svc, env.now, cluster=cluster) == []
 
 
 def test_check_tampered_directory_identical(tmp_path, small, cluster, monkeypatch):
@@ -214,8 +227,8 @@ def test_check_tampered_directory_identical(tmp_path, small, cluster, monkeypatc
     bad = data / "ledgers" / f"{F}.jsonl"  # and one unreadable ledger
     bad.write_bytes(bad.read_bytes() + b"garbage\n")
     env = env_of(data)
-    local = audit.check_dir(env)
-    got = dask_engine.check_dir(env, cluster=cluster)
+    local = audit.check_dir(env.svc, env.now)
+    got = dask_engine.check_dir(env.svc, env.now, cluster=cluster)
     assert got == local
     texts = [p["text"] for p in got]
     assert texts[0].startswith(str(bad)) or str(bad) in texts[0]  # unreadable ledgers come first
@@ -243,7 +256,7 @@ def test_diff_impact_identical(generated, small, cluster, tmp_path, monkeypatch)
     for data, now, chunk in ((generated, "2025-05-31T23:00+03:00", 50), (small, "2025-04-10T12:00+03:00", 1)):
         monkeypatch.setattr(dask_engine, "MIN_CHUNK", chunk)
         now = parse_date_time(now)
-        local = diff.impact(old, new, diff.read_ledgers(data), now)
+        local = diff.impact(old, new, diff.read_ledgers(FileStore(data)), now)
         got = dask_engine.impact(old, new, data, now, cluster=cluster, warn=lambda m: None)
         assert got == local
         assert json.dumps(got) == json.dumps(local)
@@ -274,7 +287,7 @@ def test_diff_torn_line_warned_in_phone_order(tmp_path, small, cluster):
     warned = []
     got = dask_engine.impact(old, old, data, now, cluster=cluster, warn=warned.append)
     assert [w.split(":")[1].rsplit("/", 1)[1] for w in warned] == [f"{A}.jsonl", f"{D}.jsonl"]
-    assert got == diff.impact(old, old, diff.read_ledgers(data), now)
+    assert got == diff.impact(old, old, diff.read_ledgers(FileStore(data)), now)
     assert got["outcome_changes"] == [] and got["total"]["change"] == 0
 
 

@@ -294,7 +294,8 @@ def test_welcome_bonus_change_impact(run, tmp_path):
     assert members(doc) == {"9174000001": (200, 150), "9174000002": (250, 200), "9174000003": (150, 100)}
 
 
-def test_identical_catalogs(run):
+def test_identical_catalogs(run, data_dir):
+    data_dir.mkdir(parents=True)  # an empty program (a missing data directory is exit 2, CLI.md §1)
     r = run("diff", CATALOG, CATALOG, "--fail-on", "price-increase")
     assert r.exit_code == 0
     assert r.stdout == "no changes\n"

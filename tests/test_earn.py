@@ -377,8 +377,12 @@ def test_unknown_category_exit_2(run, data_dir):
 
 
 def test_earn_not_member_refused(run, data_dir):
-    r = run("earn", A, "500", "--category", "mobile", "--at", "2025-03-02")
-    assert r.exit_code == 1
+    r = run("earn", A, "500", "--category", "mobile", "--at", "2025-03-02", "--json")
+    assert r.exit_code == 2 and '"no-data-dir"' in r.stderr  # CLI.md §1: no data directory yet
+    assert not data_dir.exists()
+    data_dir.mkdir(parents=True)
+    r = run("earn", A, "500", "--category", "mobile", "--at", "2025-03-02", "--json")
+    assert r.exit_code == 1 and '"not-member"' in r.stderr
     assert snap(data_dir, A) is None
 
 

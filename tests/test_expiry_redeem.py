@@ -338,6 +338,8 @@ def test_forecast_bad_window_is_bad_input(run, data_dir, four_lots, extra):
 
 
 def test_forecast_and_balance_of_a_non_member(run, data_dir):
+    refused(run, data_dir, C, "forecast", C, "--at", NOW, code=2)  # no data directory yet (CLI.md §1)
+    data_dir.mkdir(parents=True)
     refused(run, data_dir, C, "forecast", C, "--at", NOW)
     refused(run, data_dir, C, "balance", C, "--at", NOW)
 
@@ -525,6 +527,7 @@ def test_a_refused_order_does_not_use_up_a_limit(run, data_dir):
 
 
 def test_not_a_member_is_refused(run, data_dir):
+    data_dir.mkdir(parents=True)
     refused(run, data_dir, C, "redeem", C, "minutes_30", "--at", "2025-03-01T11:00")
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bonuscli import batch, cli
+from bonuscli import batch, service
 
 A, B = "9161234567", "9167654321"
 
@@ -55,12 +55,12 @@ def flow(run, data):
 
 
 def test_checkpoints_change_no_answer(run, tmp_path, monkeypatch):
-    monkeypatch.setattr(cli, "CHECKPOINT_MIN", 10**9)
+    monkeypatch.setattr(service, "SNAPSHOT_MIN", 10**9)
     plain = flow(run, tmp_path / "plain")
     assert not (tmp_path / "plain" / "cache" / "members").exists()
-    monkeypatch.setattr(cli, "CHECKPOINT_MIN", 1)
+    monkeypatch.setattr(service, "SNAPSHOT_MIN", 1)
     fast = flow(run, tmp_path / "fast")
-    assert (tmp_path / "fast" / "cache" / "members" / f"{A}.ckpt").exists()
+    assert (tmp_path / "fast" / "cache" / "members" / f"{A}.json").exists()
     assert len(plain) == len(fast)
     for (args, code, out), (args2, code2, out2) in zip(plain, fast):
         assert (args, code, out) == (args2, code2, out2)
@@ -71,12 +71,12 @@ def test_checkpoints_change_no_answer(run, tmp_path, monkeypatch):
 
 
 def _member_with_checkpoint(run, data, monkeypatch):
-    monkeypatch.setattr(cli, "CHECKPOINT_MIN", 1)
+    monkeypatch.setattr(service, "SNAPSHOT_MIN", 1)
     run.ok("join", A, "--region", "RU-MOW", "--at", "2025-01-10", "--data-dir", data)
     run.ok("earn", A, "500", "--category", "mobile", "--ref", "x1", "--at", "2025-01-11", "--data-dir", data)
     doc = run.j("balance", A, "--at", "2025-01-12", "--data-dir", data)
     assert doc["available"] == 250
-    assert (data / "cache" / "members" / f"{A}.ckpt").exists()
+    assert (data / "cache" / "members" / f"{A}.json").exists()
     return data / "ledgers" / f"{A}.jsonl"
 
 
@@ -100,7 +100,7 @@ def test_a_checkpoint_past_the_end_of_a_shorter_file_is_not_trusted(run, tmp_pat
 def test_a_corrupt_or_deleted_checkpoint_is_a_miss(run, tmp_path, monkeypatch):
     data = tmp_path / "d"
     _member_with_checkpoint(run, data, monkeypatch)
-    ckpt = data / "cache" / "members" / f"{A}.ckpt"
+    ckpt = data / "cache" / "members" / f"{A}.json"
     ckpt.write_bytes(b"not a pickle")
     assert run.j("balance", A, "--at", "2025-01-12", "--data-dir", data)["available"] == 250
     ckpt.unlink()
@@ -116,7 +116,7 @@ def test_reading_as_of_before_the_checkpoint_replays_the_whole_ledger(run, tmp_p
 def test_a_checkpoint_is_private(run, tmp_path, monkeypatch):
     data = tmp_path / "d"
     _member_with_checkpoint(run, data, monkeypatch)
-    ckpt = data / "cache" / "members" / f"{A}.ckpt"
+    ckpt = data / "cache" / "members" / f"{A}.json"
     assert ckpt.stat().st_mode & 0o777 == 0o600
     assert (data / "cache" / "members").stat().st_mode & 0o777 == 0o700
 
@@ -175,12 +175,12 @@ def test_checkpoint_directory_can_be_deleted(run, tmp_path, monkeypatch):
 
     shutil.rmtree(data / "cache")
     assert run.j("balance", A, "--at", "2025-01-12", "--data-dir", data)["available"] == 250
-    assert os.path.exists(data / "cache" / "members" / f"{A}.ckpt")
+    assert os.path.exists(data / "cache" / "members" / f"{A}.json")
 
 
 def test_engines_give_the_same_report_and_check(run, tmp_path, monkeypatch):
     data = tmp_path / "d"
-    monkeypatch.setattr(cli, "CHECKPOINT_MIN", 10**9)
+    monkeypatch.setattr(service, "SNAPSHOT_MIN", 10**9)
     flow(run, data)
     local = run.j("report", "--at", "2026-01-20", "--data-dir", data, "--engine", "local")
     dask = run.j("report", "--at", "2026-01-20", "--data-dir", data, "--engine", "dask")

@@ -166,7 +166,12 @@ def test_gift_across_regions_refused_both_ways(run, data_dir, region):
 
 def test_gift_of_zero_points_refused(run, data_dir):
     base(run)
-    refused(run, data_dir, "gift", A, B, 0, "--at", "2025-03-06T10:00")
+    before = ledgers(data_dir)
+    for n in ("0", "-5"):  # CLI.md §2: a zero or negative count is bad input (exit 2), never "No such option"
+        r = run("gift", A, B, n, "--at", "2025-03-06T10:00", "--json")
+        assert r.exit_code == 2, (n, r.stderr)
+        assert json.loads(r.stderr.strip().splitlines()[-1])["error"]["kind"] == "bad-points"
+    assert ledgers(data_dir) == before
     assert gift(run, A, B, 1, "2025-03-06T10:00")["points"] == 1
 
 

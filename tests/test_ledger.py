@@ -145,9 +145,9 @@ def test_modes_when_first_command_only_reads(tmp_path):
     env = dict(os.environ, BONUSCLI_DATA_DIR=str(data))
     r = subprocess.run([sys.executable, "-m", "bonuscli", "balance", PHONE], capture_output=True, text=True,
                        env=env, cwd=ROOT, umask=0, timeout=60)
-    assert r.returncode == 1, r.stderr  # not a member
-    if data.exists():
-        assert mode(data) == 0o700, oct(mode(data))
+    assert r.returncode == 2, r.stderr  # CLI.md §1: a read names the missing data directory
+    assert str(data) in r.stderr
+    assert not data.exists()  # and creates nothing
     r = subprocess.run([sys.executable, "-m", "bonuscli", "join", PHONE, "--region", REGION], capture_output=True,
                        text=True, env=env, cwd=ROOT, umask=0, timeout=60)
     assert r.returncode == 0, r.stderr

@@ -117,7 +117,7 @@ class Model:
 
 def program_lots(m) -> list:
     out: dict = {}
-    for lot in m.lots:
+    for lot in m.lots_view():
         out[lot.expires_on] = out.get(lot.expires_on, 0) + lot.points
     return sorted(out.items())
 
@@ -139,7 +139,7 @@ def money(cents: int) -> str:
 
 def check_invariants(m, model: Model) -> None:
     assert m.available() >= 0
-    assert all(l.points > 0 for l in m.lots)
+    assert all(l.points > 0 for l in m.lots_view())
     assert m.available() == model.available()
     assert program_lots(m) == model.by_date()
     t = m.totals

@@ -211,8 +211,11 @@ def test_report_as_of_an_earlier_date(fleet):
     assert statuses(v) == {"active": 3, "pending": 0, "left": 0, "closed": 0}
     assert v["outstanding"] == 150 + 350 + 150
     assert v["debt"] == 0
-    assert [e["month"] for e in v["expiring"]] == twelve_months(2025, 1)
-    assert expiring(v) == {**dict.fromkeys(twelve_months(2025, 1), 0), "2025-02": 150}
+    # `expiring` runs through the last month in which an available point expires, so it adds up
+    months = twelve_months(2025, 1) + ["2026-01"]
+    assert [e["month"] for e in v["expiring"]] == months
+    assert expiring(v) == {**dict.fromkeys(months, 0), "2025-02": 150, "2026-01": 500}
+    assert sum(expiring(v).values()) == v["outstanding"]
     assert_months(v, {"2024-02": ALL_MONTHS["2024-02"], "2025-01": ALL_MONTHS["2025-01"]})
 
 
@@ -255,7 +258,10 @@ def test_fleet_ledgers_sound(fleet):
         assert res.exit_code == 0, (res.stdout, res.stderr)
 
 
-def test_report_empty_directory(run):
+def test_report_empty_directory(run, data_dir):
+    r = run("report", "--at", ASOF, "--json")
+    assert r.exit_code == 2 and '"no-data-dir"' in r.stderr  # a mistyped --data-dir is no empty program
+    data_dir.mkdir(parents=True)
     v = run.j("report", "--at", ASOF)
     assert statuses(v) == {"active": 0, "pending": 0, "left": 0, "closed": 0}
     assert (v["outstanding"], v["debt"]) == (0, 0)

@@ -1,0 +1,318 @@
+"""The request layer: every input, wherever it comes from, parsed and validated once.
+
+Owns: the parsers and validators for phone, amount, points, ref, date, region,
+reason, category, reward, channel, method, services, e-mail and gift id, and
+one request builder per writing command. A command-line argument, a batch
+row, a scenario step and an SMS/USSD text all go through these, so they get
+exactly the same answer (an empty `ref` included: refused). Raises BadInput
+(exit 2); never prints. Imports model only.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+from decimal import Decimal
+from typing import NamedTuple, Optional
+
+from bonuscli.model import BadInput, Catalog, normalize_phone, parse_amount, parse_date, parse_when
+
+POINTS_MAX = 999_999_999  # an adjustment or a count beyond this is a typo, not a number of points
+REF_MAX = 200
+REASON_MAX = 500
+
+
+def suggest(value: str, choices, what: str) -> str:
+    """`; did you mean 'x'?` for a near miss, as Click does for commands."""
+    close = difflib.get_close_matches(value, list(choices), n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def _printable(text: str) -> bool:
+    return all(ord(c) >= 32 and ord(c) != 127 for c in text)
+
+
+# ---------------------------------------------------------------- values
+
+
+def phone(text) -> str:
+    if text is None or not str(text).strip():
+        raise BadInput("a phone number is missing", "bad-phone")
+    return normalize_phone(text)
+
+
+def amount(text, cat: Catalog, what: str = "amount") -> Decimal:
+    if text is None or not str(text).strip():
+        raise BadInput(f"{what} is missing", "bad-amount")
+    return parse_amount(text, cat.amount_max, what)
+
+
+def count(text, what: str = "POINTS") -> int:
+    """A whole number of points that must be positive (a gift, --points)."""
+    n = _integer(text, what)
+    if n < 1:
+        raise BadInput(f"{what} must be a whole number of points of at least 1 (got {text!r})", "bad-points")
+    return n
+
+
+def signed_points(text, what: str = "POINTS") -> int:
+    """A non-zero whole number of points, + for a credit, - for a debit (adjust)."""
+    n = _integer(text, what)
+    if n == 0:
+        raise BadInput(f"{what}: an adjustment must credit or debit at least 1 point (e.g. 200 or -50)", "bad-points")
+    return n
+
+
+def _integer(text, what: str) -> int:
+    if isinstance(text, int) and not isinstance(text, bool):
+        s = str(text)
+    else:
+        s = str(text if text is not None else "").strip()
+    body = s[1:] if s[:1] in "+-" else s
+    if not body or not body.isascii() or not body.isdigit():
+        raise BadInput(f"{what} must be a whole number of points (got {text!r})", "bad-points")
+    n = int(s)
+    if abs(n) > POINTS_MAX:
+        raise BadInput(f"{what} must be at most {POINTS_MAX:,} points (got {text!r})", "bad-points")
+    return n
+
+
+def ref(text, what: str = "--ref") -> str:
+    s = "" if text is None else str(text)
+    if not s.strip() or len(s) > REF_MAX or not _printable(s):
+        raise BadInput(f"{what} must be a non-empty text of at most {REF_MAX} printable characters", "bad-ref")
+    return s
+
+
+def optional_ref(text, what: str = "--ref") -> Optional[str]:
+    return None if text is None else ref(text, what)
+
+
+def reason(text) -> str:
+    s = "" if text is None else str(text).strip()
+    if not s:
+        raise BadInput("an adjustment needs a reason (--reason TEXT, kept in the ledger)", "usage")
+    if len(s) > REASON_MAX or not _printable(s):
+        raise BadInput(f"the reason must be at most {REASON_MAX} printable characters", "bad-reason")
+    return s
+
+
+def date(text, what: str = "date") -> dt.date:
+    return parse_date(text, what)
+
+
+def when(text, tz) -> dt.datetime:
+    return parse_when(text, tz).astimezone(tz)
+
+
+def region(cat: Catalog, text) -> str:
+    code = str(text).strip().upper()
+    if code in cat.regions:
+        return code
+    hint = ""
+    if "RU-" + code in cat.regions:
+        hint = f"; did you mean 'RU-{code}'?"
+    else:
+        by_name = {name.lower(): c for c, name in cat.regions.items()}
+        close = difflib.get_close_matches(str(text).strip().lower(), list(by_name), n=1, cutoff=0.6)
+        hint = f"; did you mean '{by_name[close[0]]}' ({cat.regions[by_name[close[0]]]})?" if close else \
+            suggest(code, cat.regions, "region")
+    raise BadInput(f"unknown region '{text}'{hint} (e.g. RU-MOW, RU-SPE, RU-BRY; `bonuscli regions` lists them)",
+                   "unknown-region")
+
+
+def category(cat: Catalog, text) -> str:
+    c = "" if text is None else str(text).strip().lower()
+    if not c:
+        raise BadInput("a category is missing (e.g. mobile, card, taxi)", "usage")
+    if c not in cat.categories and c not in cat.ineligible:
+        raise BadInput(f"unknown category '{c}'{suggest(c, list(cat.categories) + list(cat.ineligible), 'category')} "
+                       f"(earning: {', '.join(cat.categories)})", "unknown-category")
+    return c
+
+
+def reward(cat: Catalog, text) -> str:
+    code = "" if text is None else str(text).strip()
+    if code not in cat.rewards:
+        raise BadInput(f"unknown reward '{code}'{suggest(code, cat.rewards, 'reward')}; `bonuscli catalog` lists "
+                       "the codes", "unknown-reward")
+    return code
+
+
+def channel(cat: Catalog, text) -> str:
+    ch = str(text).strip().lower()
+    if ch not in cat.channels:
+        raise BadInput(f"unknown channel '{text}' (channels: {', '.join(cat.channels)})", "unknown-channel")
+    return ch
+
+
+def method(cat: Catalog, text) -> str:
+    m = str(text).strip().lower()
+    if m not in cat.methods:
+        raise BadInput(f"unknown join method '{text}' (methods: {', '.join(cat.methods)})", "unknown-method")
+    return m
+
+
+def services(cat: Catalog, text) -> list:
+    known = cat.services_eligible + cat.services_ineligible
+    svc = [s.strip().lower() for s in (str(text).split(",") if text is not None else cat.services_default)]
+    svc = [s for s in svc if s]
+    for s in svc:
+        if s not in known:
+            raise BadInput(f"unknown service '{s}' (services: {', '.join(known)})", "unknown-service")
+    if not svc:
+        raise BadInput("--services needs at least one service", "unknown-service")
+    return list(dict.fromkeys(svc))
+
+
+def email(text) -> str:
+    s = str(text).strip()
+    if "@" not in s or any(c.isspace() for c in s) or len(s) > 254 or not _printable(s):
+        raise BadInput(f"not an e-mail address: {text!r}", "bad-email")
+    return s
+
+
+def gift_id(text) -> str:
+    g = str(text).strip().lower()
+    if not g.isascii() or not g.isalnum() or len(g) > 32:
+        raise BadInput(f"not a gift id: {text!r}", "bad-gift-id")
+    return g
+
+
+def total_rub(text, what: str) -> Decimal:
+    """A non-negative rouble total (0 allowed), exact."""
+    if text is None or str(text).strip() in ("0", "0.0", "0.00"):
+        return Decimal(0)
+    return parse_amount(text, Decimal("1000000000000"), what)
+
+
+# ---------------------------------------------------------------- requests of the writing commands
+
+
+class Join(NamedTuple):
+    phone: str
+    region: str
+    method: str
+    services: list
+    email: Optional[str] = None
+    birth_date: Optional[dt.date] = None
+    customer_since: Optional[dt.date] = None
+    referrer: Optional[str] = None
+    welcome: bool = True
+
+    def as_rules(self) -> dict:
+        return {k: v for k, v in self._asdict().items() if k not in ("phone", "welcome") and v is not None}
+
+
+def join(cat: Catalog, today: dt.date, phone_text, region_text, method_text="sms", email_text=None,
+         birth_date_text=None, customer_since_text=None, referrer_text=None, services_text=None) -> Join:
+    p = phone(phone_text)
+    if region_text is None or not str(region_text).strip():
+        raise BadInput("joining needs --region CODE (e.g. RU-MOW)", "usage")
+    req = Join(p, region(cat, region_text), method(cat, method_text or "sms"), services(cat, services_text))
+    if email_text is not None:
+        req = req._replace(email=email(email_text))
+    if birth_date_text is not None:
+        b = date(birth_date_text, "--birth-date")
+        if b > today:
+            raise BadInput("--birth-date is in the future", "bad-date")
+        req = req._replace(birth_date=b)
+    if customer_since_text is not None:
+        c = date(customer_since_text, "--customer-since")
+        if c > today:
+            raise BadInput("--customer-since cannot be after the join date", "bad-date")
+        req = req._replace(customer_since=c)
+    if referrer_text is not None:
+        req = req._replace(referrer=phone(referrer_text))
+    return req
+
+
+class Earn(NamedTuple):
+    phone: str
+    amount: Decimal
+    category: str
+    ref: Optional[str]
+
+
+def earn(cat: Catalog, phone_text, amount_text, category_text, ref_text=None, ref_required=False) -> Earn:
+    p = phone(phone_text)
+    a = amount(amount_text, cat)
+    c = category(cat, category_text)
+    r = ref(ref_text, "ref" if ref_required else "--ref") if (ref_required or ref_text is not None) else None
+    return Earn(p, a, c, r)
+
+
+class Refund(NamedTuple):
+    phone: str
+    ref: str
+    amount: Optional[Decimal]
+    refund_ref: Optional[str]
+
+
+def refund(cat: Catalog, phone_text, ref_text, amount_text=None, refund_ref_text=None) -> Refund:
+    p = phone(phone_text)
+    r = ref(ref_text, "REF")
+    a = amount(amount_text, cat, "--amount") if amount_text is not None else None
+    rr = optional_ref(refund_ref_text, "--ref")
+    return Refund(p, r, a, rr)
+
+
+class Adjust(NamedTuple):
+    phone: str
+    points: int
+    reason: str
+    ref: Optional[str]
+    expires_on: Optional[dt.date]
+    region: Optional[str] = None  # an opening-balance import joins a new member in this region
+
+
+def adjust(cat: Catalog, phone_text, points_text, reason_text, ref_text=None, expires_on_text=None,
+           region_text=None, ref_required=False) -> Adjust:
+    p = phone(phone_text)
+    n = signed_points(points_text)
+    why = reason(reason_text)
+    r = ref(ref_text, "ref" if ref_required else "--ref") if (ref_required or ref_text is not None) else None
+    exp = date(expires_on_text, "--expires-on") if expires_on_text is not None else None
+    if exp is not None and n < 0:
+        raise BadInput("--expires-on goes with a credit (positive POINTS) only", "usage")
+    reg = region(cat, region_text) if region_text is not None else None
+    return Adjust(p, n, why, r, exp, reg)
+
+
+class Redeem(NamedTuple):
+    phone: str
+    code: str
+    channel: str
+    price: Optional[Decimal]
+    points: Optional[int]
+
+
+def redeem(cat: Catalog, phone_text, code_text, via_text="web", price_text=None, points_text=None) -> Redeem:
+    p = phone(phone_text)
+    code = reward(cat, code_text)
+    via = channel(cat, "web" if via_text is None else via_text)
+    if code != cat.store_discount.reward and (price_text is not None or points_text is not None):
+        raise BadInput("--price and --points are for the store discount only", "usage")
+    price = amount(price_text, cat, "--price") if price_text is not None else None
+    pts = count(points_text, "--points") if points_text is not None else None
+    return Redeem(p, code, via, price, pts)
+
+
+class Gift(NamedTuple):
+    sender: str
+    recipient: str
+    points: int
+
+
+def gift(cat: Catalog, sender_text, recipient_text, points_text) -> Gift:
+    return Gift(phone(sender_text), phone(recipient_text), count(points_text, "POINTS"))
+
+
+class Accept(NamedTuple):
+    phone: str
+    gift_id: str
+    reject: bool
+
+
+def accept(phone_text, gift_text, reject=False) -> Accept:
+    return Accept(phone(phone_text), gift_id(gift_text), bool(reject))

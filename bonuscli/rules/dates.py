@@ -1,0 +1,302 @@
+"""Dates, instants and rates: the arithmetic every other rules module builds on.
+
+Owns: instants as integer seconds since the epoch (UTC) parsed from ledger
+text without building datetimes, local dates in the program's time zone as
+ordinals, expiry and activation dates, tenure coefficients, card tiers and the
+points formula. Pure: no files, no clock, no environment. Imports model only.
+
+Why integers: a replay compares and orders hundreds of thousands of instants;
+`int` comparisons and dict look-ups keyed by small ints keep it at a few
+microseconds an event (docs/performance.md). Everything here is exact: the
+conversions are cached, never approximated.
+"""
+
+from __future__ import annotations
+
+import calendar as _calendar
+import datetime as dt
+from decimal import Decimal
+
+from bonuscli.model import Catalog, decimal_text, money, zone
+
+EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
+UTC = dt.timezone.utc
+
+
+# ---------------------------------------------------------------- instants
+
+_BASE: dict = {}  # "YYYY-MM-DD+HH:MM" -> epoch seconds of that date's 00:00 in that offset
+
+
+def _base(key: str) -> int:
+    day = dt.date.fromisoformat(key[:10])
+    off = key[10:]
+    sign = -1 if off[0] == "-" else 1
+    offset = sign * (int(off[1:3]) * 3600 + int(off[4:6]) * 60)
+    value = (day.toordinal() - EPOCH_ORDINAL) * 86400 - offset
+    _BASE[key] = value
+    return value
+
+
+def instant(text: str) -> int:
+    """Seconds since the epoch of an ISO 8601 instant as ledgers store it (`2025-03-01T12:00:00+03:00`).
+
+    The stored shape is parsed by slicing; anything else goes through datetime (exact, slower)."""
+    if len(text) == 25 and text[10] == "T" and text[19] in "+-":
+        key = text[:10] + text[19:]
+        base = _BASE.get(key)
+        if base is None:
+            base = _base(key)
+        return base + int(text[11:13]) * 3600 + int(text[14:16]) * 60 + int(text[17:19])
+    when = dt.datetime.fromisoformat(text)
+    if when.tzinfo is None:
+        raise ValueError(f"an instant without its UTC offset: {text!r}")
+    return int(when.timestamp())
+
+
+def seconds(when: dt.datetime) -> int:
+    """An aware datetime as epoch seconds (whole seconds: ledgers store no fractions)."""
+    return int(when.timestamp()) if when.microsecond == 0 else int(when.replace(microsecond=0).timestamp())
+
+
+class Calendar:
+    """A catalog's time zone, validity and closing date, with exact cached conversions."""
+
+    __slots__ = ("tz", "tzname", "validity", "closing", "_day", "_start", "_expiry", "_ym", "_text")
+
+    def __init__(self, cat: Catalog):
+        self.tz = zone(cat.timezone)
+        self.tzname = cat.timezone
+        self.validity = cat.validity_months
+        self.closing = cat.closing_date.toordinal() if cat.closing_date is not None else None
+        self._day: dict = {}  # 15-minute bucket -> local ordinal (buckets that do not straddle a local midnight)
+        self._start: dict = {}  # local ordinal -> epoch of its 00:00 local
+        self._expiry: dict = {}  # local ordinal credited -> ordinal of expires_on
+        self._ym: dict = {}  # ordinal -> year * 12 + month - 1
+        self._text: dict = {}
+
+    def day(self, epoch: int) -> int:
+        """The local date (ordinal) of an instant."""
+        bucket = epoch // 900
+        d = self._day.get(bucket)
+        if d is not None:
+            return d
+        first = self._exact_day(bucket * 900)
+        if first == self._exact_day(bucket * 900 + 899):
+            self._day[bucket] = first
+            return first
+        return self._exact_day(epoch)
+
+    def _exact_day(self, epoch: int) -> int:
+        return dt.datetime.fromtimestamp(epoch, self.tz).date().toordinal()
+
+    def start(self, ordinal: int) -> int:
+        """The instant local 00:00 of a date begins."""
+        s = self._start.get(ordinal)
+        if s is None:
+            d = dt.date.fromordinal(ordinal)
+            s = self._start[ordinal] = int(dt.datetime(d.year, d.month, d.day, tzinfo=self.tz).timestamp())
+        return s
+
+    def expiry(self, ordinal: int) -> int:
+        """expires_on (ordinal) of points credited on a local date: validity months later, clamped,
+        and never after a closing date."""
+        e = self._expiry.get(ordinal)
+        if e is None:
+            e = add_months(dt.date.fromordinal(ordinal), self.validity).toordinal()
+            if self.closing is not None and self.closing < e:
+                e = self.closing
+            self._expiry[ordinal] = e
+        return e
+
+    def ym(self, ordinal: int) -> int:
+        v = self._ym.get(ordinal)
+        if v is None:
+            d = dt.date.fromordinal(ordinal)
+            v = self._ym[ordinal] = d.year * 12 + d.month - 1
+        return v
+
+    def local(self, epoch: int) -> dt.datetime:
+        return dt.datetime.fromtimestamp(epoch, self.tz)
+
+    def iso(self, epoch: int) -> str:
+        """An instant as ledgers write it, in program time."""
+        t = self._text.get(epoch)
+        if t is None:
+            if len(self._text) > 4096:
+                self._text.clear()
+            t = self._text[epoch] = dt.datetime.fromtimestamp(epoch, self.tz).isoformat(timespec="seconds")
+        return t
+
+    def closed(self, epoch: int) -> bool:
+        return self.closing is not None and self.day(epoch) >= self.closing
+
+
+_CALENDARS: dict = {}
+
+
+def calendar_of(cat: Catalog) -> Calendar:
+    c = _CALENDARS.get(id(cat))
+    if c is None or c[0] is not cat:
+        if len(_CALENDARS) > 64:
+            _CALENDARS.clear()
+        c = _CALENDARS[id(cat)] = (cat, Calendar(cat))
+    return c[1]
+
+
+def date_of(ordinal: int) -> str:
+    return dt.date.fromordinal(ordinal).isoformat()
+
+
+def ordinal(text: str) -> int:
+    return dt.date.fromisoformat(text).toordinal()
+
+
+def ym_text(ym: int) -> str:
+    return f"{ym // 12:04d}-{ym % 12 + 1:02d}"
+
+
+# ---------------------------------------------------------------- dates of the program
+
+
+def add_months(day: dt.date, months: int) -> dt.date:
+    """Same day-of-month `months` later, clamped to the month's end."""
+    y, m = divmod(day.month - 1 + months, 12)
+    year, month = day.year + y, m + 1
+    last = _calendar.monthrange(year, month)[1]
+    return dt.date(year, month, min(day.day, last))
+
+
+def prev_ym(ym: int) -> int:
+    return ym - 1
+
+
+def local_date(cat: Catalog, when: dt.datetime) -> dt.date:
+    return when.astimezone(zone(cat.timezone)).date()
+
+
+def local(cat: Catalog, when: dt.datetime) -> dt.datetime:
+    return when.astimezone(zone(cat.timezone))
+
+
+def day_start(cat: Catalog, day: dt.date) -> dt.datetime:
+    return dt.datetime(day.year, day.month, day.day, tzinfo=zone(cat.timezone))
+
+
+def expiry_date(cat: Catalog, credited_at: dt.datetime) -> dt.date:
+    cal = calendar_of(cat)
+    return dt.date.fromordinal(cal.expiry(cal.day(seconds(credited_at))))
+
+
+def activation_instant(cat: Catalog, method: str, joined_at: dt.datetime) -> dt.datetime:
+    act = cat.methods[method]
+    if act.working_days:
+        here = local(cat, joined_at)
+        day, n = here.date(), 0
+        while n < act.working_days:
+            day += dt.timedelta(days=1)
+            if day.weekday() < 5:
+                n += 1
+        return dt.datetime.combine(day, here.time(), tzinfo=zone(cat.timezone)).replace(fold=0)
+    return joined_at + dt.timedelta(hours=act.hours)
+
+
+def closed(cat: Catalog, now: dt.datetime) -> bool:
+    return cat.closing_date is not None and local_date(cat, now) >= cat.closing_date
+
+
+def whole_months(since: dt.date, on: dt.date) -> int:
+    n = (on.year - since.year) * 12 + on.month - since.month
+    while n > 0 and add_months(since, n) > on:
+        n -= 1
+    return max(n, 0)
+
+
+# ---------------------------------------------------------------- rates
+
+
+def tenure_coefficient(cat: Catalog, since: dt.date, on: dt.date) -> Decimal:
+    """The coefficient for spending on `on` by a customer since `since` (local dates)."""
+    for step in cat.tenure:
+        if step.up_to is None or on <= add_months(since, int(step.up_to)):
+            return step.value
+    return cat.tenure[-1].value
+
+
+def tenure_for_months(cat: Catalog, months: int) -> Decimal:
+    for step in cat.tenure:
+        if step.up_to is None or months <= step.up_to:
+            return step.value
+    return cat.tenure[-1].value
+
+
+def card_rate(cat: Catalog, last_month: Decimal) -> int:
+    for step in cat.card_tiers:
+        if step.up_to is None or last_month <= step.up_to:
+            return int(step.value)
+    return int(cat.card_tiers[-1].value)
+
+
+def points_for(amount: Decimal, coefficient: Decimal, rub_per_point: int) -> int:
+    """floor(amount x coefficient / rub_per_point), exact: one floor, at the end."""
+    return int((amount * coefficient) // Decimal(rub_per_point))
+
+
+def cents(text: str) -> int:
+    """A stored money text ("499.90") as integer kopecks, exact."""
+    whole, _, frac = text.partition(".")
+    return int(whole) * 100 + (int((frac + "00")[:2]) if frac else 0)
+
+
+def rub(kopecks: int) -> Decimal:
+    return Decimal(kopecks) / 100
+
+
+def rate(cat: Catalog, category: str, *, since=None, on=None, months=None, card_last_month=Decimal(0),
+         explain=True):
+    """(coefficient, rub_per_point, steps) for a spending in `category` (steps None unless `explain`)."""
+    c = cat.categories[category]
+    if not explain:
+        rpp = card_rate(cat, card_last_month) if c.tiered else c.rub_per_point
+        coef = Decimal("1.0")
+        if c.tenure:
+            coef = tenure_for_months(cat, months) if months is not None else (
+                tenure_coefficient(cat, since, on) if since is not None and on is not None else coef)
+        return coef, rpp, None
+    steps = []
+    if c.tiered:
+        rpp = card_rate(cat, card_last_month)
+        steps.append({"rule": "card-tier", "detail": f"previous month's {category} payments {money(card_last_month)} RUB -> {rpp} RUB per point",
+                      "last_month": money(card_last_month), "rub_per_point": rpp})
+    else:
+        rpp = c.rub_per_point
+        steps.append({"rule": "rate", "detail": f"{category}: {rpp} RUB per point", "rub_per_point": rpp})
+    coef = Decimal("1.0")
+    if c.tenure:
+        if months is not None:
+            coef = tenure_for_months(cat, months)
+            steps.append({"rule": "tenure", "detail": f"customer for {months} months -> coefficient {decimal_text(coef)}",
+                          "months": months, "coefficient": decimal_text(coef)})
+        elif since is not None and on is not None:
+            coef = tenure_coefficient(cat, since, on)
+            steps.append({"rule": "tenure", "detail": f"customer since {since}, spending on {on} -> coefficient {decimal_text(coef)}",
+                          "customer_since": since.isoformat(), "on": on.isoformat(), "coefficient": decimal_text(coef)})
+    else:
+        steps.append({"rule": "tenure", "detail": f"{category} does not use the tenure coefficient -> 1.0", "coefficient": "1.0"})
+    return coef, rpp, steps
+
+
+def exact_text(value: Decimal, places: int = 6) -> str:
+    """An exact quotient shown to what it means: up to `places` decimals, trailing zeros dropped,
+    and `...` when it was cut (33.333333...)."""
+    q = Decimal(1).scaleb(-places)
+    cut = value.quantize(q, rounding="ROUND_DOWN")
+    text = format(cut.normalize(), "f") if cut != 0 else "0"
+    return text + ("..." if cut != value else "")
+
+
+def formula_step(amount, coef, rpp, points):
+    exact = amount * coef / Decimal(rpp)
+    shown = exact_text(exact)
+    return {"rule": "formula", "detail": f"{money(amount)} x {decimal_text(coef)} / {rpp} = {shown} -> floor -> {points}",
+            "exact": shown, "points": points}

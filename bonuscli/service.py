@@ -1,0 +1,512 @@
+"""The service layer: the one path from a ledger to an answer.
+
+Owns: opening a data directory, loading a member (and only the peers their
+unsettled gifts and referrals name) as of a moment, letting the rules decide,
+appending under the lock, and returning the JSON documents of CLI.md. Every
+entry point goes through here: each command, the `--from` batches, the
+scenario runner, `report`, `check --ledgers`, `diff --ledgers` (on a
+MemoryStore), the Dask engine, `sms`/`ussd`. Returns values and raises typed
+errors (model.BonusError); never prints, exits or reads the clock, argv or
+the environment. Imports model, requests, rules, ledger, catalog, paths,
+channels.
+
+As of T, a member is always what replaying from scratch the lines dated up to
+T gives. A snapshot (`<data-dir>/cache/members/<phone>.json`, plain JSON) is
+only an optimisation: it holds the state after exactly its first N lines, as
+of the instant of line N, is used only when line N is still byte for byte the
+one it saw and T is not earlier, and is ignored on any doubt.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Callable, NamedTuple, Optional
+
+from bonuscli import __version__, paths, rules
+from bonuscli import requests as rq
+from bonuscli.ledger import FileStore, LedgerRead, line_hash, torn_warning
+from bonuscli.model import BadInput, Catalog, Decision, FilesError, Refusal, SCHEMA_VERSION, BonusError, money
+
+SNAPSHOT_MIN = 400  # events replayed before a member's state is worth saving
+
+
+def decided(result):
+    """The Decision, or the Refusal raised as the error it is."""
+    if isinstance(result, Refusal):
+        raise result.error()
+    return result
+
+
+def stamp(phone: str, count: int, events) -> list:
+    """Events as ledger lines: schema, id `<phone>.<n>` (n counting the file's events), type, at."""
+    out = []
+    for i, e in enumerate(events, start=1):
+        rest = {k: v for k, v in e.items() if k not in ("type", "at")}
+        out.append({"v": SCHEMA_VERSION, "id": f"{phone}.{count + i}", "type": e["type"], "at": e["at"], **rest})
+    return out
+
+
+def _last_at(events) -> Optional[int]:
+    for e in reversed(events):
+        if e["type"] != "repair":
+            return rules.instant(e["at"])
+    return None
+
+
+class Service:
+    """A data directory (or a MemoryStore) under one catalog."""
+
+    def __init__(self, store, catalog: Catalog, catalog_key: str = "", fault: Callable | None = None,
+                 warn: Callable | None = None, snapshots: bool = True):
+        self.store = store
+        self.catalog = catalog
+        self.key = f"{catalog_key}\0{__version__}\0{rules.STATE_FORMAT}"
+        self.fault = fault
+        self.warnings: list = []
+        self.warn = warn or self.warnings.append
+        self.snapshots = snapshots
+        self.stats = {"replayed": 0, "resumed": 0, "snapshots_saved": 0}
+        self.opener = None  # set by open_dir: how a worker process opens the same service
+        self.pending: list = []  # derived files to write once the command has succeeded (the catalog cache)
+
+    def finish(self) -> None:
+        """After a command succeeded: write the derived files it deferred."""
+        pending, self.pending = self.pending, []
+        for write in pending:
+            write()
+
+    # ------------------------------------------------------------ the data directory
+
+    def require_data(self) -> None:
+        """Commands that only read need the data directory to exist (CLI.md §1)."""
+        if not self.store.exists():
+            raise BadInput(f"no data directory at {self.store.root} (a mistyped --data-dir?); "
+                           "it is created by the first `bonuscli join`", "no-data-dir")
+
+    def _warn_torn(self, led: LedgerRead) -> None:
+        msg = torn_warning(led)
+        if msg:
+            self.warn(msg)
+
+    # ------------------------------------------------------------ reading a member
+
+    def member(self, phone: str, now, register: bool = False, full: bool = False, ledgers: dict | None = None):
+        """A member as of `now` (datetime or epoch). `full`: as of the ledger's last event when that is
+        later (decisions: a repeated ref is still found; anything else is refused as out of order).
+        `ledgers` collects what was read (phone -> LedgerRead, the part after a snapshot)."""
+        t = now if isinstance(now, int) else rules.seconds(now)
+        ledgers = ledgers if ledgers is not None else {}
+        if not register and self.snapshots:
+            m = self._resume(phone, t, full, ledgers)
+            if m is not None:
+                return m
+        led = self.store.read(phone)
+        ledgers[phone] = led
+        self._warn_torn(led)
+        if full:
+            last = _last_at(led.events)
+            if last is not None and last > t:
+                t = last
+        return self._replay(phone, led, t, register)
+
+    def _peers(self, phone: str, events, t: int) -> dict:
+        """The ledgers of the members these events wait on; an unreadable one reads as absent
+        (its own reads and `check --ledgers` report it)."""
+        out = {}
+        for p in rules.peers_needed(events, t):
+            if p == phone:
+                continue
+            try:
+                out[p] = self.store.read(p).events
+            except (FilesError, ValueError):
+                out[p] = ()
+        return out
+
+    def _replay(self, phone: str, led: LedgerRead, t: int, register: bool, base_doc: dict | None = None):
+        events = led.events
+        peers = self._peers(phone, events, t)
+        self.stats["replayed"] += len(events)
+
+        def fresh():
+            if base_doc is not None:
+                return rules.from_plain(self.catalog, base_doc["state"])
+            m = rules.Member(self.catalog, phone)
+            m.keep = register
+            return m
+
+        if (self.snapshots and not register and not peers and led.torn is None
+                and len(events) >= SNAPSHOT_MIN):
+            last = _last_at(events)
+            if last is not None and last <= t:
+                m = rules.play(fresh(), events, last, {})
+                if rules.settled_state(m):
+                    self._save(phone, m, led, last)
+                    rules.advance_to(m, t)  # nothing waits on another ledger: only expiries up to t
+                    return m
+        return rules.play(fresh(), events, t, peers)
+
+    def _save(self, phone: str, m, led: LedgerRead, at: int) -> None:
+        doc = {"format": rules.STATE_FORMAT, "key": self.key, "phone": phone, "lines": led.lines,
+               "offset": led.size, "last_len": len(led.tail), "last_hash": line_hash(led.tail), "at": at,
+               "state": rules.to_plain(m)}
+        self.store.save_snapshot(phone, doc)
+        self.stats["snapshots_saved"] += 1
+
+    def _resume(self, phone: str, t: int, full: bool, ledgers: dict):
+        doc = self.store.load_snapshot(phone)
+        if doc is None:
+            return None
+        try:
+            if (doc.get("format") != rules.STATE_FORMAT or doc.get("key") != self.key or doc.get("phone") != phone
+                    or not isinstance(doc.get("at"), int)):
+                return None
+            tail = self.store.read_after(phone, int(doc["offset"]), int(doc["last_len"]), str(doc["last_hash"]),
+                                         int(doc["lines"]) + 1)
+            if tail is None:
+                return None
+            at = doc["at"]
+            first = next((e for e in tail.events if e["type"] != "repair"), None)
+            if first is not None and rules.instant(first["at"]) < at:
+                return None
+            if full:
+                last = _last_at(tail.events)
+                if last is not None and last > t:
+                    t = last
+            if t < at:
+                return None  # asked as of a moment before the snapshot: replay from scratch
+            m = self._replay(phone, tail, t, False, base_doc=doc)
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError):
+            return None
+        self.stats["resumed"] += 1
+        ledgers[phone] = tail
+        self._warn_torn(tail)
+        return m
+
+    # ------------------------------------------------------------ writing
+
+    def transact(self, phones, now, decide):
+        """Lock `phones` (sorted), read them under the lock, decide, write; the Decision's view."""
+        t = rules.seconds(now)
+        phones = list(dict.fromkeys(phones))
+        with self.store.locked(phones):
+            ledgers: dict = {}
+            members = {p: self.member(p, t, full=True, ledgers=ledgers) for p in phones}
+            result = decided(decide(members, t))
+            self._write(result, members, ledgers, t)
+        return result.view
+
+    def _write(self, result: Decision, members: dict, ledgers: dict, t: int) -> None:
+        for phone, events in result.writes:
+            m = members.get(phone)
+            led = ledgers[phone]
+            evs = (rules.seals(self.catalog, m, t) if m is not None else []) + list(events)
+            count = (m.count if m is not None else len(led.events)) + (1 if led.torn else 0)
+            self.store.append(phone, stamp(phone, count, evs), led, self.fault)
+
+    # ------------------------------------------------------------ the commands that write
+
+    def join(self, req: rq.Join, now):
+        phones = [req.phone] + ([req.referrer] if req.referrer and req.referrer != req.phone else [])
+        self.store.prepare()
+        return self.transact(phones, now, lambda ms, t: rules.join(
+            self.catalog, ms[req.phone], t, req.as_rules(), ms.get(req.referrer), welcome=req.welcome))
+
+    def earn(self, req: rq.Earn, now, dry_run: bool = False, explain: bool = True):
+        if dry_run:
+            self.require_data()
+            m = self.member(req.phone, now, full=True)
+            return decided(rules.earn(self.catalog, m, rules.seconds(now), req.amount, req.category, req.ref,
+                                      dry_run=True, explain=explain)).view
+        self.require_data()
+        return self.transact([req.phone], now, lambda ms, t: rules.earn(
+            self.catalog, ms[req.phone], t, req.amount, req.category, req.ref, explain=explain))
+
+    def redeem(self, req: rq.Redeem, now):
+        self.require_data()
+        return self.transact([req.phone], now, lambda ms, t: rules.redeem(
+            self.catalog, ms[req.phone], t, req.code, req.channel, req.price, req.points))
+
+    def gift(self, req: rq.Gift, now):
+        self.require_data()
+        return self.transact([req.sender, req.recipient], now, lambda ms, t: rules.gift(
+            self.catalog, ms[req.sender], ms[req.recipient], t, req.points))
+
+    def accept(self, req: rq.Accept, now):
+        self.require_data()
+        m = self.member(req.phone, now)
+        g = m.gifts_in.get(req.gift_id)
+        if g is None:
+            if m.join is None:
+                raise rules.not_member(req.phone).error()
+            raise Refusal(1, "gift-not-found", f"no gift {req.gift_id} was offered to {req.phone}").error()
+        sender = g["from"]
+        return self.transact([req.phone, sender], now, lambda ms, t: rules.accept(
+            self.catalog, ms[req.phone], ms[sender], t, req.gift_id, req.reject))
+
+    def leave(self, phone: str, now):
+        self.require_data()
+        return self.transact([phone], now, lambda ms, t: rules.leave(self.catalog, ms[phone], t))
+
+    def refund(self, req: rq.Refund, now, explain: bool = False):
+        self.require_data()
+        view = self.transact([req.phone], now, lambda ms, t: rules.refund(
+            self.catalog, ms[req.phone], t, req.ref, req.amount, req.refund_ref))
+        return view
+
+    def adjust(self, req: rq.Adjust, now):
+        self.require_data()
+        if req.region is not None:
+            return self.transact([req.phone], now, lambda ms, t: decide_adjust(self.catalog, ms[req.phone], t, req))
+        return self.transact([req.phone], now, lambda ms, t: rules.adjust(
+            self.catalog, ms[req.phone], t, req.points, req.reason, req.ref, req.expires_on))
+
+    # ------------------------------------------------------------ the commands that read
+
+    def balance(self, phone: str, now):
+        self.require_data()
+        return decided(rules.balance(self.member(phone, now), now)).view
+
+    def forecast(self, phone: str, now, days=None, until=None):
+        self.require_data()
+        return decided(rules.forecast(self.member(phone, now), now, days, until)).view
+
+    def history(self, phone: str, now) -> list:
+        self.require_data()
+        m = self.member(phone, now, register=True)
+        if m.join is None and not m.register:
+            raise rules.not_member(phone).error()
+        return m.register
+
+    def explain(self, phone: str, now, key=None):
+        self.require_data()
+        return decided(rules.explain(self.catalog, self.member(phone, now, register=True), now, key)).view
+
+    def summary(self, phone: str, now):
+        """The report's figures of one member (None for a ledger with no membership)."""
+        return rules.summary(self.member(phone, now, register=True), now)
+
+    # ------------------------------------------------------------ batches: rows of one member
+
+    def batch_member(self, phone: str, rows, default_now, dry_run: bool, decide) -> list:
+        """Decide a member's rows, each as of its own `at` (rows sorted by it), exactly as the single
+        command would; write what was decided with one lock and one fsync. `rows`: [(at or None, req)].
+        Returns one outcome per row: ("applied", view) | ("duplicate", view) | (Refusal, None)."""
+        t0 = rules.seconds(default_now)
+        outcomes = []
+        lock = self.store.locked([phone]) if not dry_run else _nolock()
+        with lock:
+            ledgers: dict = {}
+            first = rules.seconds(rows[0][0]) if rows[0][0] is not None else t0
+            m = self.member(phone, first, full=True, ledgers=ledgers)
+            led = ledgers[phone]
+            count = m.count + (1 if led.torn else 0)
+            events = stamp(phone, count, rules.seals(self.catalog, m, m.now))
+            for e in events:
+                rules.extend(m, e)
+            for at, req in rows:
+                t = rules.seconds(at) if at is not None else t0
+                if t > m.now:
+                    if rules.peers_needed(m.own, t):  # waits on another ledger: read it all again
+                        if events and not dry_run:
+                            self.store.append(phone, events, led, self.fault)
+                            events = []
+                        if not dry_run:
+                            ledgers = {}
+                            m = self.member(phone, t, full=True, ledgers=ledgers)
+                            led = ledgers[phone]
+                            count = m.count + (1 if led.torn else 0)
+                        else:
+                            rules.advance_to(m, t)
+                    else:
+                        rules.advance_to(m, t)
+                result = decide(m, t, req)
+                if isinstance(result, Refusal):
+                    outcomes.append((result, None))
+                    continue
+                if not result.writes:
+                    outcomes.append(("duplicate", result.view))
+                    continue
+                for _p, evs in result.writes:
+                    for e in stamp(phone, count + len(events), evs):
+                        events.append(e)
+                        rules.extend(m, e)
+                outcomes.append(("applied", result.view))
+            if events and not dry_run and any(o[0] == "applied" for o in outcomes):
+                self.store.append(phone, events, led, self.fault)
+        return outcomes
+
+    # ------------------------------------------------------------ the operator's channels
+
+    def operator(self, phone_text, text: str, region_text, kind: str, now) -> tuple:
+        """An SMS to the short number or a USSD request, as the command it maps to.
+        Returns (document, error or None): the reply line is part of the document either way."""
+        from bonuscli import channels
+
+        cat = self.catalog
+        phone = rq.phone(phone_text)
+        known = self.store.exists() and self.store.read(phone).events
+        m = self.member(phone, now) if known else rules.Member(cat, phone)
+        member = rules.status(m, rules.seconds(now)) not in ("none", "left")
+        act = (channels.parse_sms if kind == "sms" else channels.parse_ussd)(cat, text, member)
+        result, error = None, None
+        try:
+            if act.action == "join":
+                if region_text is None:
+                    raise BadInput(f"{phone} is not a member: to join by {kind}, give --region CODE", "usage")
+                today = now.astimezone(cat.tz).date()
+                result = self.join(rq.join(cat, today, phone, region_text, act.args["method"]), now)
+            elif act.action == "balance":
+                result = self.balance(phone, now)
+            elif act.action == "forecast":
+                result = self.forecast(phone, now)
+            elif act.action == "leave":
+                result = self.leave(phone, now)
+            elif act.action == "gift":
+                result = self.gift(rq.gift(cat, phone, act.args["to"], act.args["points"]), now)
+            elif act.action == "redeem":
+                result = self.redeem(rq.redeem(cat, phone, act.args["code"], kind), now)
+            elif act.action == "not-member":
+                raise rules.not_member(phone).error()
+            elif act.action == "already":
+                raise Refusal(1, "already-member", f"{phone} is already a member").error()
+            else:
+                hint = act.args.get("hint") or (channels.sms_help(cat) if kind == "sms" else
+                                                "dial *111*455*0# for your balance, or a reward's USSD code to order it")
+                shown = text if len(text) <= 24 else text[:20] + "..."
+                raise BadInput(f"unknown {'text' if kind == 'sms' else 'code'} {shown!r}: {hint}", "unknown-text")
+        except BonusError as e:
+            error = e
+        line = channels.reply(act.action, result) if error is None else error.message
+        action = act.action if act.action in ("join", "balance", "forecast", "leave", "gift", "redeem") else None
+        doc = {"reply": line, "action": action, "result": result}
+        if error is not None:
+            doc["error"] = {"code": error.exit_code, "kind": error.kind, "message": error.message}
+        return doc, error
+
+    # ------------------------------------------------------------ the catalog
+
+    def reward_doc(self, code: str, region: Optional[str] = None) -> dict:
+        return reward_json(self.catalog, self.catalog.rewards[code], region)
+
+
+class _nolock:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def decide_adjust(cat: Catalog, m, t: int, req: rq.Adjust):
+    """An adjustment; a member who does not exist yet is joined first when the request gives a region
+    (an opening-balance import: no welcome points)."""
+    if req.region and rules.status(m, t) in ("none", "left") and not (req.ref and req.ref in m.adjusts):
+        joined = rules.join(cat, m, t, {"region": req.region, "method": "store", "services": ["mobile"]},
+                            welcome=False)
+        if isinstance(joined, Refusal):
+            return joined
+        import copy
+
+        m2 = copy.deepcopy(m, {id(m.cat): m.cat, id(m.cal): m.cal})
+        for i, e in enumerate(joined.writes[0][1]):
+            rules.extend(m2, dict(e, v=SCHEMA_VERSION, id=f"{m.phone}.preview{i}"))
+        result = rules.adjust(cat, m2, t, req.points, req.reason, req.ref, req.expires_on)
+        if isinstance(result, Refusal):
+            return result
+        return Decision(joined.writes + result.writes, result.view)
+    return rules.adjust(cat, m, t, req.points, req.reason, req.ref, req.expires_on)
+
+
+def reward_json(cat: Catalog, r, region=None) -> dict:
+    sd = cat.store_discount
+    doc = {"code": r.code, "name": r.name, "category": r.category, "price": cat.price_for(r, region),
+           "validity_days": r.validity_days, "activation": {"ussd": r.ussd, "sms": r.sms},
+           "channels": list(r.channels),
+           "limits": [{"per": lim.per, "max": lim.max} for lim in cat.limits_for(r)]}
+    if r.code == sd.reward:
+        doc["price"] = None
+        doc["points_per_rub"] = sd.points_per_rub
+        doc["max_share"] = str(sd.max_share)
+    if r.region_prices:
+        doc["region_prices"] = dict(r.region_prices)
+    if r.issues_code:
+        doc["issues_code"] = True
+    return doc
+
+
+def catalog_rows(cat: Catalog, region=None, category=None, search=None, max_price=None, channel=None) -> list:
+    if category is not None and category not in cat.reward_categories:
+        raise BadInput(f"unknown reward category '{category}'{rq.suggest(category, cat.reward_categories, '')} "
+                       f"(categories: {', '.join(cat.reward_categories)})", "unknown-category")
+    if channel is not None:
+        channel = rq.channel(cat, channel)
+    rows = []
+    for r in cat.rewards.values():
+        doc = reward_json(cat, r, region)
+        if category and r.category != category:
+            continue
+        if channel and channel not in r.channels:
+            continue
+        if search and search.lower() not in (r.code + " " + r.name).lower():
+            continue
+        if max_price is not None and (doc["price"] is None or doc["price"] > max_price):
+            continue
+        rows.append(doc)
+    return rows
+
+
+def calc(cat: Catalog, now, amount_text, category_text, tenure_months=None, customer_since_text=None,
+         card_last_month_text=None) -> dict:
+    value = rq.amount(amount_text, cat)
+    if tenure_months is not None and customer_since_text is not None:
+        raise BadInput("give --tenure-months or --customer-since, not both", "usage")
+    since = rq.date(customer_since_text, "--customer-since") if customer_since_text else None
+    last = rq.total_rub(card_last_month_text, "--card-last-month")
+    on = dt.date.fromordinal(rules.calendar_of(cat).day(rules.seconds(now))) if since is not None else None
+    category = str(category_text).strip().lower()
+    return decided(rules.calc(cat, value, category, months=tenure_months, since=since, on=on,
+                              card_last_month=last)).view
+
+
+# ---------------------------------------------------------------- opening a data directory
+
+
+class Opener(NamedTuple):
+    """How to open the same service in another process (a worker of --jobs or of Dask)."""
+
+    data_dir: str
+    catalog_path: str
+    shown: str
+    lock_timeout: float = 10.0
+    snapshots: bool = True
+
+    def open(self, warn=None) -> "Service":
+        return open_dir(Path(self.data_dir), Path(self.catalog_path), self.shown, self.lock_timeout, warn=warn,
+                        snapshots=self.snapshots)
+
+
+def open_dir(data_dir: Path, catalog_path: Path, shown: str, lock_timeout: float = 10.0, fault=None, warn=None,
+             snapshots: bool = True) -> Service:
+    """A Service over a data directory with the catalog at `catalog_path` (parsed once, cached as
+    plain data under `<data-dir>/cache/`)."""
+    from bonuscli import catalog as catalog_mod
+
+    data_dir, catalog_path = Path(data_dir), Path(catalog_path)
+    pending: list = []
+    cat = catalog_mod.load(catalog_path, shown, paths.cache_dir(data_dir) if data_dir.is_dir() else None, pending)
+    key = catalog_mod.identity(catalog_path)
+    svc = Service(FileStore(data_dir, lock_timeout), cat, key, fault=fault, warn=warn, snapshots=snapshots)
+    svc.pending = pending
+    svc.opener = Opener(str(data_dir), str(catalog_path), shown, lock_timeout, snapshots)
+    return svc
+
+
+def in_memory(cat: Catalog, files: dict | None = None) -> Service:
+    from bonuscli.ledger import MemoryStore
+
+    return Service(MemoryStore(files), cat, "memory", snapshots=False)
+
+
+__all__ = ["Service", "open_dir", "in_memory", "stamp", "decided", "reward_json", "catalog_rows", "calc",
+           "decide_adjust", "BonusError", "money"]
