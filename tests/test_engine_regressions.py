@@ -641,3 +641,33 @@ def test_earn_json_has_debt_fields_without_debt(run, data_dir):
     v = earn(run, A, "1000", "2025-01-11T11:00", "e1")  # a repeat: still the fields
     assert v["duplicate"] is True
     assert (v["debt_repaid"], v["debt"]) == (0, 0)
+
+
+# ---------------------------------------------------------------- 8. (found by tests/test_differential.py) as-of reads
+#                                                                     and the records later commands write
+
+
+def test_as_of_read_is_not_changed_by_a_later_settle_record(run, data_dir):
+    """docs/ledger.md: "Reading as of an earlier --at is fine: events after it are ignored", and a
+    `gift_settle` is only "a record of an outcome already decided elsewhere". A gift not accepted
+    by its deadline is back with the sender from the deadline; a read as of an instant after the
+    deadline says so, before and after the sender's next command records the return.
+    A (150) gifts B 30 on 2025-01-20 (deadline 2025-02-19T10:00); nobody answers; A earns on
+    2025-03-01 (which records the return). As of 2025-02-25: 150 available, nothing held.
+    Released engine: once the record existed (dated 2025-03-01), the as-of read no longer looked at
+    B's ledger and showed the 30 points held forever (120 available, 30 held)."""
+    join(run, A, "2025-01-10T10:00")
+    join(run, B, "2025-01-10T10:05")
+    g = run.j("gift", A, B, "30", "--at", "2025-01-20T10:00")
+    assert g["deadline"].startswith("2025-02-19T10:00")
+    at = "2025-02-25T10:00"
+    before = bal(run, A, at)
+    assert (before["available"], before["held_out"]) == (150, 0)
+    assert earn(run, A, "100", "2025-03-01T10:00")["balance"] == 170
+    assert bal(run, A, at) == before
+    pending = bal(run, A, "2025-01-25T10:00")
+    assert (pending["available"], pending["held_out"]) == (120, 30)
+    assert bal(run, B, at)["pending_in"] == []
+    shutil.rmtree(data_dir / "cache", ignore_errors=True)
+    assert bal(run, A, at) == before
+    sound(run, "2025-03-02")

@@ -92,7 +92,7 @@ def test_shipped_scenarios_cover_every_command_and_refusal_kind():
         assert re.search(rf"^\s+{command}:", text, re.M), command
     for kind in ("pending-activation", "not-eligible", "already-member", "referrer-not-member", "not-member",
                  "unknown-category", "bad-amount", "insufficient-points", "channel-not-allowed", "limit-reached",
-                 "over-cap", "wrong-region", "gift-to-self", "recipient-not-active", "too-few-points",
+                 "over-cap", "wrong-region", "gift-to-self", "recipient-not-active", "bad-points",
                  "gift-not-pending", "program-closed", "unknown-text", "refund-too-large", "unknown-ref"):
         assert f"error_kind: {kind}" in text, kind
     for method in ("sms", "ussd", "app", "call", "store", "web", "card", "wallet"):

@@ -62,7 +62,7 @@ def seconds(when: dt.datetime) -> int:
 class Calendar:
     """A catalog's time zone, validity and closing date, with exact cached conversions."""
 
-    __slots__ = ("tz", "tzname", "validity", "closing", "_day", "_start", "_expiry", "_ym", "_text")
+    __slots__ = ("tz", "tzname", "validity", "closing", "_day", "_start", "_expiry", "_ym", "_text", "days")
 
     def __init__(self, cat: Catalog):
         self.tz = zone(cat.timezone)
@@ -74,6 +74,33 @@ class Calendar:
         self._expiry: dict = {}  # local ordinal credited -> ordinal of expires_on
         self._ym: dict = {}  # ordinal -> year * 12 + month - 1
         self._text: dict = {}
+        # "YYYY-MM-DD+HH:MM" (date and offset of a stored instant) -> (local ordinal, expires_on ordinal
+        # of a credit that day, year*12+month-1, epoch of that date's 00:00 in that offset), for dates
+        # on which that offset is the program's all day long; else None (then: the exact, slower way)
+        self.days: dict = {}
+
+    def day_info(self, key: str):
+        """`days[key]`, computed (see __init__)."""
+        if key in self.days:
+            return self.days[key]
+        info = None
+        try:
+            base = _BASE.get(key)
+            if base is None:
+                base = _base(key)
+            d = dt.date.fromisoformat(key[:10])
+            o = d.toordinal()
+            start = self.start(o)
+            end = self.start(o + 1)
+            # the stored offset is the program's at every instant of that local day
+            if start == base and end - start == 86400 and self._exact_day(start) == o and self._exact_day(end - 1) == o:
+                info = (o, self.expiry(o), self.ym(o), base)
+        except ValueError:
+            info = None
+        if len(self.days) > 100_000:
+            self.days.clear()
+        self.days[key] = info
+        return info
 
     def day(self, epoch: int) -> int:
         """The local date (ordinal) of an instant."""

@@ -66,7 +66,7 @@ class Member:
         self.joins: list = []  # join events, oldest first
         self.join = None  # the current (last) membership's join event
         self.left_at = None
-        self.lots: list = []  # [EXP, SEQ, PTS, LID, WHY, CRED, ORIG], sorted from `head` on
+        self.lots: list = []  # [EXP, SEQ, PTS, LID, WHY, CRED (text), ORIG], sorted from `head` on
         self.head = 0
         self.avail = 0
         self.debt = 0
@@ -144,7 +144,7 @@ class Member:
                 self._row(at, lid, "expire", 0, f"{points} points of {why} arrived already expired", expired=points)
             return 0
         self.seq += 1
-        self._insert([exp, self.seq, points, lid, why, at, points])
+        self._insert([exp, self.seq, points, lid, why, self.cal.iso(at), points])
         return points
 
     def credit(self, at: int, day: int, lid: str, points: int, why: str, exp=None) -> int:
@@ -200,7 +200,7 @@ class Member:
             h += 1
             if self.keep:
                 self._row(self.cal.start(lot[EXP]), lot[LID], "expire", -n,
-                          f"{n} points of {lot[WHY]} credited {date_of(self.cal.day(lot[CRED]))} expired",
+                          f"{n} points of {lot[WHY]} credited {lot[CRED][:10]} expired",
                           expired=n)
         self.head = h
         self._compact()

@@ -155,7 +155,7 @@ def _ev_earn(m: Member, e: dict, at: int) -> None:
     ref = e.get("ref")
     bonuses = e.get("bonuses")
     if ref is not None:
-        m.earns[ref] = [e["id"], at, amount, e["category"], points, e["coefficient"], e["rub_per_point"],
+        m.earns[ref] = [e["id"], e["at"], amount, e["category"], points, e["coefficient"], e["rub_per_point"],
                         bonuses or [], 0, 0, key[1]]
     if m.keep:
         m._row(at, e["id"], "earn", got, f"{e['amount']} RUB {e['category']}: {points} points"
@@ -238,7 +238,7 @@ def _ev_gift_out(m: Member, e: dict, at: int) -> None:
     if status == "cancelled":  # never made: the points never left
         for exp, n, _lost in lots:
             m.seq += 1
-            m._insert([exp, m.seq, n, e["id"], "gift return", at, n])
+            m._insert([exp, m.seq, n, e["id"], "gift return", e["at"], n])
         g["status"] = "cancelled"
         return
     if m.keep:
@@ -370,10 +370,51 @@ def play(m: Member, events, now: int, peers=None) -> Member:
     own = m.own = events[:k] if k < len(events) else list(events)
     m.peers = {p: evs[:cut(evs, now)] for p, evs in (peers or {}).items()}
     cal = m.cal
-    lots = m.lots
+    days = cal.days
     apply = APPLY
+    totals = m.totals
+    spend = m.month_spend
+    earns = m.earns
+    lots = m.lots
     for e in own:
         t = e["type"]
+        if t == "earn" and not m.sched and not m.keep and not m.debt:
+            # the hot path: an earn needs the local day, not the instant (expiry is at local midnight)
+            s = e["at"]
+            info = days.get(s[:10] + s[19:], 0)
+            if info == 0:
+                info = cal.day_info(s[:10] + s[19:]) if len(s) == 25 else None
+            a = e["amount"]
+            if info is not None and not e["bonuses"] and a[-3:-2] == ".":
+                day = info[0]
+                lots = m.lots
+                head = m.head
+                if head < len(lots) and lots[head][0] <= day:
+                    m.expire(cal.start(day))
+                    lots = m.lots
+                    head = m.head
+                pts = e["points"]
+                if pts > 0:
+                    totals["credited"] += pts
+                    exp = info[1]
+                    if exp > day:
+                        m.seq += 1
+                        lot = [exp, m.seq, pts, e["id"], "earn", s, pts]
+                        if head == len(lots) or exp >= lots[-1][0]:
+                            lots.append(lot)
+                            m.avail += pts
+                        else:
+                            m._insert(lot)
+                    else:
+                        totals["expired"] += pts
+                kop = int(a.replace(".", ""))
+                key = (e["category"], info[2])
+                spend[key] = spend.get(key, 0) + kop
+                ref = e.get("ref")
+                if ref is not None:
+                    earns[ref] = [e["id"], s, kop, e["category"], pts, e["coefficient"], e["rub_per_point"], [], 0,
+                                  0, info[2]]
+                continue
         fn = apply.get(t)
         if fn is None:
             raise UnknownEvent(e)
@@ -383,7 +424,6 @@ def play(m: Member, events, now: int, peers=None) -> Member:
         if m.sched or (m.head < len(m.lots) and at >= cal.start(m.lots[m.head][EXP])):
             advance(m, at)
         fn(m, e, at)
-    del lots
     advance(m, now)
     m.peers = {}
     return m

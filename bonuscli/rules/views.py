@@ -106,7 +106,7 @@ def explain(cat: Catalog, m: Member, now, key=None) -> Decision | Refusal:
     if m.join is None:
         return not_member(m.phone)
     if key is None:
-        lots = [{"lot": lot[LID], "reason": lot[WHY], "credited_at": m.cal.iso(lot[CRED]), "credited": lot[ORIG],
+        lots = [{"lot": lot[LID], "reason": lot[WHY], "credited_at": lot[CRED], "credited": lot[ORIG],
                  "available": lot[PTS], "expires_on": date_of(lot[EXP])} for lot in m.live_lots()]
         totals = dict(m.totals, debt_repaid=m.repaid)
         steps = [{"rule": "totals", "detail": ", ".join(f"{k} {v}" for k, v in totals.items()), **totals},
