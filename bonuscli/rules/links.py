@@ -91,9 +91,11 @@ def referral_outcome(referral_id: str, invitee_events):
 
 
 def peers_needed(events, now) -> set:
-    """Phones whose ledgers a replay of these events as of `now` must see (unsettled two-ledger steps)."""
+    """Phones whose ledgers a replay of these events as of `now` must see (two-ledger steps not
+    settled by the lines dated up to `now`: a record written later does not count as of `now`)."""
     if not isinstance(now, int):
         now = int(now.timestamp())
+    events = events[:cut(events, now)]
     settled, decided, need = set(), set(), {}
     for e in events:
         t = e["type"]
@@ -115,3 +117,15 @@ def peers_needed(events, now) -> set:
     return set(need)
 
 
+def cut(events, now: int) -> int:
+    """How many of `events` (a ledger's, oldest first) are dated up to `now`."""
+    n = len(events)
+    i = n - 1
+    while i >= 0 and events[i]["type"] == "repair":
+        i -= 1
+    if i < 0 or instant(events[i]["at"]) <= now:
+        return n
+    for j, e in enumerate(events):
+        if e["type"] != "repair" and instant(e["at"]) > now:
+            return j
+    return n

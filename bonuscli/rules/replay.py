@@ -17,7 +17,7 @@ import heapq
 from bonuscli.model import EVENT_TYPES as MODEL_EVENT_TYPES
 from bonuscli.model import Catalog
 from bonuscli.rules.dates import cents, date_of, instant, ordinal
-from bonuscli.rules.links import _outcome, _referral
+from bonuscli.rules.links import _outcome, _referral, cut
 from bonuscli.rules.member import (
     E_CAT,
     E_ID,
@@ -327,20 +327,6 @@ assert EVENT_TYPES == MODEL_EVENT_TYPES, "model.EVENT_TYPES names exactly the ty
 
 
 # ---------------------------------------------------------------- the loop
-
-
-def cut(events, now: int) -> int:
-    """How many of `events` (a ledger's, oldest first) are dated up to `now`."""
-    n = len(events)
-    i = n - 1
-    while i >= 0 and events[i]["type"] == "repair":
-        i -= 1
-    if i < 0 or instant(events[i]["at"]) <= now:
-        return n
-    for j, e in enumerate(events):
-        if e["type"] != "repair" and instant(e["at"]) > now:
-            return j
-    return n
 
 
 def _epoch(now) -> int:
