@@ -12,6 +12,7 @@ to T gives, then advancing to T (expiries, activations, returns of gifts).
 
 from __future__ import annotations
 
+import bisect
 import heapq
 
 from bonuscli.model import EVENT_TYPES as MODEL_EVENT_TYPES
@@ -356,51 +357,17 @@ def play(m: Member, events, now: int, peers=None) -> Member:
     own = m.own = events[:k] if k < len(events) else list(events)
     m.peers = {p: evs[:cut(evs, now)] for p, evs in (peers or {}).items()}
     cal = m.cal
-    days = cal.days
     apply = APPLY
-    totals = m.totals
-    spend = m.month_spend
-    earns = m.earns
-    lots = m.lots
-    for e in own:
+    i, n = 0, len(own)
+    while i < n:
+        e = own[i]
         t = e["type"]
         if t == "earn" and not m.sched and not m.keep and not m.debt:
-            # the hot path: an earn needs the local day, not the instant (expiry is at local midnight)
-            s = e["at"]
-            info = days.get(s[:10] + s[19:], 0)
-            if info == 0:
-                info = cal.day_info(s[:10] + s[19:]) if len(s) == 25 else None
-            a = e["amount"]
-            if info is not None and not e["bonuses"] and a[-3:-2] == ".":
-                day = info[0]
-                lots = m.lots
-                head = m.head
-                if head < len(lots) and lots[head][0] <= day:
-                    m.expire(cal.start(day))
-                    lots = m.lots
-                    head = m.head
-                pts = e["points"]
-                if pts > 0:
-                    totals["credited"] += pts
-                    exp = info[1]
-                    if exp > day:
-                        m.seq += 1
-                        lot = [exp, m.seq, pts, e["id"], "earn", s, pts]
-                        if head == len(lots) or exp >= lots[-1][0]:
-                            lots.append(lot)
-                            m.avail += pts
-                        else:
-                            m._insert(lot)
-                    else:
-                        totals["expired"] += pts
-                kop = int(a.replace(".", ""))
-                key = (e["category"], info[2])
-                spend[key] = spend.get(key, 0) + kop
-                ref = e.get("ref")
-                if ref is not None:
-                    earns[ref] = [e["id"], s, kop, e["category"], pts, e["coefficient"], e["rub_per_point"], [], 0,
-                                  0, info[2]]
+            j = _earns(m, own, i)
+            if j > i:
+                i = j
                 continue
+        i += 1
         fn = apply.get(t)
         if fn is None:
             raise UnknownEvent(e)
@@ -413,6 +380,66 @@ def play(m: Member, events, now: int, peers=None) -> Member:
     advance(m, now)
     m.peers = {}
     return m
+
+
+def _earns(m: Member, own: list, i: int) -> int:
+    """The hot path: a run of plain earns (no bonus, no debt, nothing scheduled, no history rows)
+    from own[i], applied exactly as `_ev_earn` would, with the state in local variables. An earn
+    needs the local day, not the instant: lots expire at local midnight. Returns the index of the
+    first event it did not apply."""
+    cal = m.cal
+    days = cal.days
+    totals = m.totals
+    spend = m.month_spend
+    earns = m.earns
+    lots = m.lots
+    head = m.head
+    seq, avail, credited, expired = m.seq, m.avail, totals["credited"], totals["expired"]
+    n = len(own)
+    while i < n:
+        e = own[i]
+        if e["type"] != "earn":
+            break
+        s = e["at"]
+        key = s[:10] + s[19:]
+        info = days.get(key, 0)
+        if info == 0:
+            info = cal.day_info(key) if len(s) == 25 else None
+        a = e["amount"]
+        if info is None or e["bonuses"] or a[-3:-2] != ".":
+            break
+        day = info[0]
+        if head < len(lots) and lots[head][0] <= day:
+            m.seq, m.avail = seq, avail
+            totals["credited"], totals["expired"] = credited, expired
+            m.expire(cal.start(day))
+            lots, head = m.lots, m.head
+            avail, expired = m.avail, totals["expired"]
+        pts = e["points"]
+        if pts > 0:
+            credited += pts
+            exp = info[1]
+            if exp > day:
+                seq += 1
+                lot = [exp, seq, pts, e["id"], "earn", s, pts]
+                if head == len(lots) or exp >= lots[-1][0]:
+                    lots.append(lot)
+                else:
+                    bisect.insort(lots, lot, lo=head)
+                avail += pts
+            else:
+                expired += pts
+        kop = int(a.replace(".", ""))
+        cat_key = (e["category"], info[2])
+        spend[cat_key] = spend.get(cat_key, 0) + kop
+        ref = e.get("ref")
+        if ref is not None:
+            earns[ref] = [e["id"], s, kop, e["category"], pts, e["coefficient"], e["rub_per_point"], [], 0, 0,
+                          info[2]]
+        i += 1
+    m.seq, m.avail, m.head = seq, avail, head
+    totals["credited"], totals["expired"] = credited, expired
+    return i
 
 
 def advance_to(m: Member, now: int) -> None:
