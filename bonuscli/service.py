@@ -86,7 +86,7 @@ class Service:
         self.warnings: list = []
         self.warn = warn or self.warnings.append
         self.snapshots = snapshots
-        self.stats = {"replayed": 0, "resumed": 0, "snapshots_saved": 0}
+        self.stats = {"replayed": 0, "resumed": 0, "snapshots_saved": 0, "peers_read": 0}
         self.opener = None  # set by open_dir: how a worker process opens the same service
         self.pending: list = []  # derived files to write once the command has succeeded (the catalog cache)
 
@@ -141,6 +141,7 @@ class Service:
         for p in rules.peers_needed(events, t):
             if p == phone:
                 continue
+            self.stats["peers_read"] += 1
             try:
                 out[p] = self.store.read(p).events
             except (FilesError, ValueError):

@@ -338,65 +338,65 @@ def redeem(cat: Catalog, m: Member, now, code: str, channel: str = "web", price_
 # ---------------------------------------------------------------- gifts
 
 
-def gift(cat: Catalog, s: Member, r: Member, now, points: int) -> Decision | Refusal:
-    g = cat.gifts
+def gift(cat: Catalog, sender: Member, recipient: Member, now, points: int) -> Decision | Refusal:
+    gift_rules = cat.gifts
     t = _t(now)
-    bad = in_order(s, t) or must_be_active(s, t, "gifting")
+    bad = in_order(sender, t) or must_be_active(sender, t, "gifting")
     if bad:
         return bad
-    if s.phone == r.phone:
+    if sender.phone == recipient.phone:
         return Refusal(1, "gift-to-self", "a member cannot gift points to themselves")
-    rst = status(r, t)
+    rst = status(recipient, t)
     if rst != "active":
         why = {"none": "is not a member", "left": "is not a member", "pending": "is not active yet",
                "closed": "cannot receive gifts: the program closed"}[rst]
-        return Refusal(1, "recipient-not-active", f"{r.phone} {why}; gifts go to active members only")
-    bad = in_order(r, t)
+        return Refusal(1, "recipient-not-active", f"{recipient.phone} {why}; gifts go to active members only")
+    bad = in_order(recipient, t)
     if bad:
         return bad
-    if g.same_region and s.join["region"] != r.join["region"]:
-        return Refusal(1, "wrong-region", f"gifts stay within a region: {s.phone} is in {s.join['region']}, "
-                       f"{r.phone} in {r.join['region']}")
-    if points < g.min_points:
-        return Refusal(1, "too-few-points", f"a gift is at least {g.min_points} point{'s' if g.min_points != 1 else ''}")
-    made = [x for x in s.gifts_out.values() if x["status"] != "cancelled"]
-    cal = s.cal
+    if gift_rules.same_region and sender.join["region"] != recipient.join["region"]:
+        return Refusal(1, "wrong-region", f"gifts stay within a region: {sender.phone} is in {sender.join['region']}, "
+                       f"{recipient.phone} in {recipient.join['region']}")
+    if points < gift_rules.min_points:
+        return Refusal(1, "too-few-points", f"a gift is at least {gift_rules.min_points} point{'s' if gift_rules.min_points != 1 else ''}")
+    made = [x for x in sender.gifts_out.values() if x["status"] != "cancelled"]
+    cal = sender.cal
     today = cal.day(t)
-    if sum(1 for x in made if cal.day(x["offered_at"]) == today) >= g.per_day:
-        return Refusal(1, "limit-reached", f"limit reached: at most {g.per_day} gift{'s' if g.per_day != 1 else ''} a calendar day",
-                       ({"rule": "gifts.per_day", "detail": f"offers made today: {g.per_day} or more, at most {g.per_day}",
-                         "max": g.per_day},))
+    if sum(1 for x in made if cal.day(x["offered_at"]) == today) >= gift_rules.per_day:
+        return Refusal(1, "limit-reached", f"limit reached: at most {gift_rules.per_day} gift{'s' if gift_rules.per_day != 1 else ''} a calendar day",
+                       ({"rule": "gifts.per_day", "detail": f"offers made today: {gift_rules.per_day} or more, at most {gift_rules.per_day}",
+                         "max": gift_rules.per_day},))
     month = sum(x["points"] for x in made if _same_period(cal, x["offered_at"], t, "month"))
-    if month + points > g.per_month_points:
-        return Refusal(1, "limit-reached", f"limit reached: at most {g.per_month_points} points a calendar month in gifts; "
-                       f"{month} offered this month, {max(g.per_month_points - month, 0)} left",
+    if month + points > gift_rules.per_month_points:
+        return Refusal(1, "limit-reached", f"limit reached: at most {gift_rules.per_month_points} points a calendar month in gifts; "
+                       f"{month} offered this month, {max(gift_rules.per_month_points - month, 0)} left",
                        ({"rule": "gifts.per_month_points", "detail": f"{month} offered this month + {points} > "
-                         f"{g.per_month_points}", "offered": month, "points": points, "max": g.per_month_points},))
-    have = s.available()
+                         f"{gift_rules.per_month_points}", "offered": month, "points": points, "max": gift_rules.per_month_points},))
+    have = sender.available()
     if have < points:
-        return Refusal(1, "insufficient-points", f"{s.phone} has {have} points; {points - have} more needed")
+        return Refusal(1, "insufficient-points", f"{sender.phone} has {have} points; {points - have} more needed")
     at = cal.iso(t)
-    deadline = cal.iso(t + g.accept_days * 86400)
+    deadline = cal.iso(t + gift_rules.accept_days * 86400)
     salt = 0
     while True:
-        gid = gift_id_for(s.phone, r.phone, at, s.count, salt)
-        if gid not in s.gifts_out and gid not in r.gifts_in:
+        gid = gift_id_for(sender.phone, recipient.phone, at, sender.count, salt)
+        if gid not in sender.gifts_out and gid not in recipient.gifts_in:
             break
         salt += 1
     taken, left = [], points
-    for lot in s.live_lots():
+    for lot in sender.live_lots():
         if left <= 0:
             break
         n = min(lot[PTS], left)
         taken.append({"expires_on": date_of(lot[EXP]), "points": n})
         left -= n
-    out = {"type": "gift_out", "at": at, "gift_id": gid, "to": r.phone, "points": points,
+    out = {"type": "gift_out", "at": at, "gift_id": gid, "to": recipient.phone, "points": points,
            "deadline": deadline, "lots": taken}
-    inn = {"type": "gift_in", "at": at, "gift_id": gid, "from": s.phone, "points": points,
+    inn = {"type": "gift_in", "at": at, "gift_id": gid, "from": sender.phone, "points": points,
            "offered_at": at, "deadline": deadline, "lots": taken}
-    view = {"gift_id": gid, "from": s.phone, "to": r.phone, "points": points, "offered_at": at,
+    view = {"gift_id": gid, "from": sender.phone, "to": recipient.phone, "points": points, "offered_at": at,
             "deadline": deadline, "balance": have - points}
-    return Decision(((s.phone, (out,)), (r.phone, (inn,))), view)
+    return Decision(((sender.phone, (out,)), (recipient.phone, (inn,))), view)
 
 
 GIFT_ENDED = {"returned": "was returned to its sender (not accepted within the deadline)",
@@ -404,14 +404,14 @@ GIFT_ENDED = {"returned": "was returned to its sender (not accepted within the d
               "expired": "can no longer be accepted: every point of it expired while it was held"}
 
 
-def accept(cat: Catalog, r: Member, s: Member | None, now, gift_id: str, reject=False) -> Decision | Refusal:
-    if r.join is None:
-        return not_member(r.phone)
-    gin = r.gifts_in.get(gift_id)
+def accept(cat: Catalog, recipient: Member, sender: Member | None, now, gift_id: str, reject=False) -> Decision | Refusal:
+    if recipient.join is None:
+        return not_member(recipient.phone)
+    gin = recipient.gifts_in.get(gift_id)
     if gin is None:
-        return Refusal(1, "gift-not-found", f"no gift {gift_id} was offered to {r.phone}")
+        return Refusal(1, "gift-not-found", f"no gift {gift_id} was offered to {recipient.phone}")
     t = _t(now)
-    bad = in_order(r, t) or (in_order(s, t) if s is not None else None)
+    bad = in_order(recipient, t) or (in_order(sender, t) if sender is not None else None)
     if bad:
         return bad
     st = gin["status"]
@@ -421,35 +421,35 @@ def accept(cat: Catalog, r: Member, s: Member | None, now, gift_id: str, reject=
         return Refusal(1, "gift-not-pending", f"gift {gift_id} {GIFT_ENDED.get(st, f'was already {st}')}")
     if t >= gin["deadline"]:
         return Refusal(1, "gift-not-pending",
-                       f"gift {gift_id} can no longer be accepted: the deadline was {r.cal.iso(gin['deadline'])}")
+                       f"gift {gift_id} can no longer be accepted: the deadline was {recipient.cal.iso(gin['deadline'])}")
     if not reject:
-        bad = must_be_active(r, t, "accepting gifts")
+        bad = must_be_active(recipient, t, "accepting gifts")
         if bad:
             return bad
-    today = r.cal.day(t)
+    today = recipient.cal.day(t)
     valid = [[exp, n] for exp, n in gin["lots"] if exp > today]
     got = sum(n for _, n in valid)
     lost = gin["points"] - got if gin["lots"] else 0
     if not reject and gin["lots"] and not valid:
         return Refusal(1, "gift-expired", f"gift {gift_id} {GIFT_ENDED['expired']}")
-    at = r.cal.iso(t)
+    at = recipient.cal.iso(t)
     outcome = "rejected" if reject else "accepted"
     if reject:
         mine = {"type": "gift_reject", "at": at, "gift_id": gift_id, "from": gin["from"], "reason": "rejected"}
-        repay, bal, points = 0, r.available(), gin["points"]
+        repay, bal, points = 0, recipient.available(), gin["points"]
     else:
         mine = {"type": "gift_accept", "at": at, "gift_id": gift_id, "from": gin["from"],
                 "lots": [{"expires_on": date_of(exp), "points": n} for exp, n in valid]}
-        repay = _repay(r, got)
-        bal, points = r.available() + got - repay, got
+        repay = _repay(recipient, got)
+        bal, points = recipient.available() + got - repay, got
     settle = {"type": "gift_settle", "at": at, "gift_id": gift_id, "outcome": outcome, "decided_at": at}
-    writes = [(r.phone, (mine,))]
-    if s is not None:
-        writes.append((s.phone, (settle,)))
+    writes = [(recipient.phone, (mine,))]
+    if sender is not None:
+        writes.append((sender.phone, (settle,)))
     view = {"gift_id": gift_id, "status": outcome, "points": points, "balance": bal, "from": gin["from"],
-            "to": r.phone, "expired": lost}
+            "to": recipient.phone, "expired": lost}
     if not reject:
-        view.update(debt_repaid=repay, debt=r.debt - repay)
+        view.update(debt_repaid=repay, debt=recipient.debt - repay)
     return Decision(tuple(writes), view)
 
 
