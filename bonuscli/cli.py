@@ -92,6 +92,8 @@ class Env:
                                                      self.lock_timeout, self.fault, render.warn)
             except model.FilesError as e:
                 raise self._catalog_error(e)
+            if _ONE_SHOT:
+                self._service.keep_alive = []
         return self._service
 
     @property
@@ -289,7 +291,24 @@ def cli():
 
 
 def main():
-    cli.main(prog_name="bonuscli")
+    """The console script: run one command, then leave without tearing down what it read."""
+    global _ONE_SHOT
+    _ONE_SHOT = True
+    import gc
+
+    gc.disable()  # one command, then exit: nothing lives long enough for the cycle collector to pay
+    code = cli.main(prog_name="bonuscli", standalone_mode=False)
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BrokenPipeError:  # the reader went away (`| head`): nothing more to say
+        pass
+    except OSError:
+        code = code or 3
+    os._exit(code if isinstance(code, int) else 0)
+
+
+_ONE_SHOT = False  # True in the console script: the service may keep what it read until exit
 
 
 def command(*args, **kw):

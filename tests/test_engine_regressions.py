@@ -27,8 +27,6 @@ import pickle
 import shutil
 from pathlib import Path
 
-import pytest
-
 A = "9161234567"
 B = "9167654321"
 C = "9031112233"

@@ -90,14 +90,20 @@ def referral_outcome(referral_id: str, invitee_events):
     return status, (dt.datetime.fromtimestamp(at, dt.timezone.utc) if at is not None else None)
 
 
+LINK_TYPES = frozenset(("gift_out", "gift_in", "gift_accept", "gift_reject", "gift_settle", "referral",
+                        "referral_settle"))
+
+
 def peers_needed(events, now) -> set:
     """Phones whose ledgers a replay of these events as of `now` must see (two-ledger steps not
     settled by the lines dated up to `now`: a record written later does not count as of `now`)."""
     if not isinstance(now, int):
         now = int(now.timestamp())
     events = events[:cut(events, now)]
+    links = LINK_TYPES
+    found = [e for e in events if e["type"] in links]  # one pass over the ledger; the rest is small
     settled, decided, need = set(), set(), {}
-    for e in events:
+    for e in found:
         t = e["type"]
         if t == "gift_settle":
             settled.add(e["gift_id"])
@@ -105,7 +111,7 @@ def peers_needed(events, now) -> set:
             decided.add(e["gift_id"])
         elif t == "referral_settle":
             settled.add(e["referral_id"])
-    for e in events:
+    for e in found:
         t = e["type"]
         if t == "gift_out" and e["gift_id"] not in settled:
             need[e["to"]] = True
