@@ -609,7 +609,8 @@ def history_cmd(ctx, phone):
         render.emit_json_lines(rows)
         return
     render.out(render.table([[r["at"], r["type"], f"{r['points']:+d}" if r["points"] else "0", r["balance"],
-                              render.printable(r["detail"])] for r in rows],
+                              render.printable(r["detail"]) + (f" ({r['debt_repaid']} repaid debt)"
+                                                               if r.get("debt_repaid") else "")] for r in rows],
                             ["at", "event", "points", "balance", "detail"]))
 
 
