@@ -40,7 +40,7 @@ def phone_of(i: int) -> str:
 
 
 def write_ledger(root: Path, phone: str, events) -> None:
-    chunks, prev = [], None
+    chunks, prev = [], ledger.genesis(phone)
     for e in events:
         prev = ledger._link(chunks, e, prev)
     path = root / "ledgers" / f"{phone}.jsonl"

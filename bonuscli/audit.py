@@ -97,7 +97,7 @@ def check_ledger(svc, phone, led, now) -> list:
     try:
         with open(led.path, "rb") as f:
             data = f.read()
-        for n, message in ledger_mod.verify_chain(led.path, data):
+        for n, message in ledger_mod.verify_chain(led.path, data, phone):
             out.append(_problem(led.path, n, message))
     except OSError as e:
         out.append(_problem(led.path, 0, f"cannot read: {e.strerror or e}"))

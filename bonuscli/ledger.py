@@ -62,6 +62,7 @@ class LedgerRead(NamedTuple):
     tail: bytes = b""  # the last line's bytes (the torn text when torn): what the next `prev` hashes
     pretail: Optional[bytes] = None  # when torn: the last complete line, which the repair links to
     lines: int = 0  # complete lines in the file
+    exists: bool = True  # False: no such file (a new member's ledger is created with O_EXCL)
 
 
 def line_hash(raw: bytes) -> str:
@@ -71,39 +72,92 @@ def line_hash(raw: bytes) -> str:
     return hashlib.sha256(raw).hexdigest()[:32]
 
 
-def verify_chain(path: Path, data: bytes) -> list:
-    """(line, message) for every line whose `prev` does not match the line before it.
+def genesis(phone: str) -> str:
+    """The `prev` of a ledger's first line: binds the file to its phone (a ledger copied under
+    another phone's name does not verify)."""
+    return line_hash(f"bonuscli ledger {phone}".encode())
 
-    Lines of schema 1 carry no link and are not checked; a torn last line is not a problem here.
+
+def verify_chain(path: Path, data: bytes, phone: str | None = None, first: int = 1, before: bytes | None = None,
+                 base: int = 0) -> list:
+    """(line, message) for every line that breaks the chain (docs/ledger.md, "Tamper evidence").
+
+    `data` is a whole file, or the part after a verified line (`before`, ending at byte `base`,
+    line `first` - 1). Every line of schema 2 links to the bytes of the line before it, the first
+    to the phone (`genesis`; an empty link is the release 0.1.0 first line, still read); once a
+    line is chained, every later line must be; every event id names the file's phone; a `repair`
+    names exactly the line before it, which must be the last line before it (an append cut short),
+    at its byte offset. A torn last line is not a problem here.
     """
     out = []
     lines = data.split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()
-    elif lines:
-        lines.pop()
-    prev_raw = None
-    for n, raw in enumerate(lines, start=1):
+    lines.pop()  # the part after the last newline: empty, or a torn last line
+    prev_raw = before
+    chained = before is not None
+    offset = base
+    start_of = {}
+    decoded = []
+    for raw in lines:
         try:
-            event = _loads(raw)
+            decoded.append(_loads(raw))
         except ValueError:
-            prev_raw = raw
+            decoded.append(None)
+    for n, raw in enumerate(lines, start=first):
+        start_of[n] = offset
+        offset += len(raw) + 1
+        event = decoded[n - first]
+        nxt = decoded[n - first + 1] if n - first + 1 < len(decoded) else None
+        sealed = isinstance(nxt, dict) and nxt.get("type") == "repair" and nxt.get("line") == n
+        if not isinstance(event, dict) or sealed:
+            prev_raw = raw  # unreadable, or an append cut short that the next line seals: readers skip it
             continue
-        if isinstance(event, dict) and event.get("type") == "repair" and "torn_prev" in event:
-            line = event.get("line")
-            if isinstance(line, int) and 1 <= line < n:
-                before = lines[line - 2] if line >= 2 else None
-                if event["torn_prev"] != (line_hash(before) if before is not None else ""):
-                    out.append((line - 1 if line > 1 else line, "hash chain broken: this line was edited, deleted "
-                                "or reordered (the repair at line %d recorded it differently)" % n))
-        if isinstance(event, dict) and isinstance(event.get("v"), int) and event["v"] >= 2:
-            want = line_hash(prev_raw) if prev_raw is not None else ""
-            if event.get("prev") != want:
-                what = "the first line" if prev_raw is None and event.get("prev") else f"line {n - 1}"
+        v = event.get("v")
+        if isinstance(v, int) and v >= 2:
+            if prev_raw is not None:
+                want = (line_hash(prev_raw),)
+            elif phone is not None:
+                want = (genesis(phone), "")
+            else:
+                want = (event.get("prev"),)
+            if event.get("prev") not in want:
+                what = f"line {n - 1}" if prev_raw is not None else "its phone (the first line)"
                 out.append((n, f"hash chain broken: this line does not follow {what} as written "
-                               "(a line above was edited, deleted or reordered)"))
+                               "(a line above was edited, deleted, inserted or reordered)"))
+            chained = True
+        elif chained:
+            out.append((n, "hash chain broken: an unchained line after chained ones (a line was rewritten with an "
+                           "older schema)"))
+        eid = event.get("id")
+        if phone is not None and not (isinstance(eid, str) and eid.startswith(phone + ".")):
+            out.append((n, f"event id {eid!r} does not belong to {phone}'s ledger (a ledger copied or renamed?)"))
+        if event.get("type") == "repair":
+            named = event.get("line")
+            if named != n - 1 or n - 1 < first:
+                out.append((n, f"a repair must name the line right before it (line {n - 1}), not {named!r}: "
+                               "it may only seal an append cut short"))
+            else:
+                if event.get("offset") != start_of[n - 1]:
+                    out.append((n, f"a repair names line {named} at the wrong byte offset"))
+                if n - 2 >= first:
+                    pretail = lines[n - 2 - first]
+                elif n - 2 == first - 1:
+                    pretail = before
+                else:
+                    pretail = None
+                want_torn = line_hash(pretail) if pretail is not None else ""
+                if event.get("torn_prev") != want_torn:
+                    out.append((n, "hash chain broken: the line before the sealed one was edited, deleted or "
+                                   "reordered"))
         prev_raw = raw
     return out
+
+
+def tampered(path: Path, problems: list) -> FilesError:
+    line, message = problems[0]
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    return FilesError(f"{path}:{line}: {message}{more}; the ledger was changed outside bonuscli, so nothing was "
+                      "written to it. Restore it from a backup; `bonuscli check --ledgers` lists every problem",
+                      "ledger-tampered")
 
 
 def _corrupt(path: Path, line: int, why: str) -> FilesError:
@@ -189,37 +243,58 @@ def _parse_clean(lines):
     return events
 
 
-def read_after(path: Path, offset: int, last_len: int, last_hash: str, first: int) -> Optional[LedgerRead]:
-    """The events after byte `offset`, if the line ending there is still the one checkpointed.
+def _read_bytes(path: Path) -> bytes:
+    """A file's bytes, never through a symbolic link (FileNotFoundError when there is none)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise FilesError(f"{path} is a symbolic link; bonuscli opens nothing in its data directory through "
+                             "one (replace it with the real file)", "unsafe-file")
+        raise
+    with os.fdopen(fd, "rb") as f:
+        return f.read()
+
+
+def read_after(path: Path, offset: int, last_len: int, last_hash: str, first: int,
+               phone: str | None = None) -> Optional[LedgerRead]:
+    """The events after byte `offset`, if the line ending there is still the one a snapshot saw.
 
     Returns None when the file no longer matches (shorter, or that line differs): read it whole.
-    """
+    With `phone`, the lines after it are verified (the chain continues from that line)."""
     try:
-        with open(path, "rb") as f:
-            start = offset - last_len - 1
-            if start < 0:
-                return None
-            f.seek(start)
-            data = f.read()
+        data = _read_bytes(path)
     except OSError:
         return None
-    if len(data) < last_len + 1 or data[last_len:last_len + 1] != b"\n":
+    start = offset - last_len - 1
+    if start < 0 or len(data) < offset or data[offset - 1:offset] != b"\n":
         return None
-    before = data[:last_len]
+    before = data[start:offset - 1]
     if line_hash(before) != last_hash:
         return None
-    return parse(path, data[last_len + 1:], first, offset, before)
+    rest = data[offset:]
+    led = parse(path, rest, first, offset, before)
+    if phone is not None:
+        problems = verify_chain(path, rest, phone, first, before, offset)
+        if problems:
+            raise tampered(path, problems)
+    return led
 
 
-def read(path: Path) -> LedgerRead:
+def read(path: Path, phone: str | None = None) -> LedgerRead:
+    """A whole ledger; with `phone`, its chain verified first (FilesError `ledger-tampered`)."""
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        data = _read_bytes(path)
     except FileNotFoundError:
-        return LedgerRead(path, (), None, 0)
+        return LedgerRead(path, (), None, 0, exists=False)
     except OSError as e:
         raise FilesError(f"cannot read ledger {path}: {e.strerror or e}", "ledger-unreadable")
-    return parse(path, data)
+    led = parse(path, data)  # an unreadable line is named as corruption first
+    if phone is not None:
+        problems = verify_chain(path, data, phone)
+        if problems:
+            raise tampered(path, problems)
+    return led
 
 
 def torn_warning(ledger: LedgerRead) -> Optional[str]:
@@ -241,6 +316,21 @@ def ensure_dir(path: Path) -> None:
         raise FilesError(f"cannot create directory {path}: {e.strerror or e}", "disk")
 
 
+class Conflict(FilesError):
+    """Another process created the same new ledger between our read and our write: read again."""
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        dfd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+
+
 class FileStore:
     """A data directory of ledgers."""
 
@@ -251,14 +341,38 @@ class FileStore:
     def path(self, phone: str) -> Path:
         return paths.ledger_path(self.root, phone)
 
-    def read(self, phone: str) -> LedgerRead:
-        return read(self.path(phone))
+    def read(self, phone: str, verify: bool = False) -> LedgerRead:
+        return read(self.path(phone), phone if verify else None)
 
-    def read_after(self, phone: str, offset: int, last_len: int, last_hash: str, first: int):
-        return read_after(self.path(phone), offset, last_len, last_hash, first)
+    def read_after(self, phone: str, offset: int, last_len: int, last_hash: str, first: int, verify: bool = False):
+        return read_after(self.path(phone), offset, last_len, last_hash, first, phone if verify else None)
 
     def exists(self) -> bool:
-        return self.root.is_dir()
+        if not self.root.is_dir():
+            return False
+        self.check_dirs()
+        return True
+
+    def check_dirs(self) -> None:
+        """Refuse a data directory, or a directory in it, that other users may write (as ssh refuses
+        a writable ~/.ssh), and directories inside it that are symbolic links."""
+        import stat
+
+        subdirs = (paths.ledgers_dir(self.root), self.root / "locks", paths.cache_dir(self.root),
+                   paths.cache_dir(self.root) / "members")
+        for d in (self.root,) + subdirs:
+            try:
+                st = os.stat(d) if d == self.root else os.lstat(d)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            if stat.S_ISLNK(st.st_mode):
+                raise FilesError(f"{d} is a symbolic link; bonuscli opens nothing in its data directory through one "
+                                 "(make it a real directory)", "unsafe-file")
+            if not stat.S_ISDIR(st.st_mode):
+                continue
+            if st.st_mode & 0o022:
+                raise FilesError(f"{d} can be written by users other than its owner, who could plant or change files "
+                                 f"in it; fix it with `chmod go-w {d}`", "unsafe-permissions")
 
     def phones(self) -> list:
         d = paths.ledgers_dir(self.root)
@@ -270,59 +384,106 @@ class FileStore:
 
     def prepare(self) -> None:
         ensure_dir(self.root)
+        self.check_dirs()
         ensure_dir(paths.ledgers_dir(self.root))
         ensure_dir(self.root / "locks")
 
     @contextmanager
     def locked(self, phones):
-        """Hold exclusive locks on these members' ledgers, taken in sorted order."""
-        import fcntl
+        """Hold exclusive locks on these members' ledgers, taken in sorted phone order.
 
+        For each phone: `locks/<phone>.lock` (checked, once held, to still be the file at that path),
+        then the ledger file itself when it exists. The ledger is data and is never deleted, so
+        removing `locks/` or any lock file at any moment lets no second writer in; a ledger that does
+        not exist yet is created whole and atomically (`append`), so two creators cannot both win."""
         self.prepare()
         fds = []
+        deadline = time.monotonic() + self.lock_timeout
         try:
             for phone in sorted(set(phones)):
-                fd = os.open(paths.lock_path(self.root, phone), os.O_RDWR | os.O_CREAT, 0o600)
+                fds.append(self._lock_file(phone, deadline))
+                ledger = self.path(phone)
+                try:
+                    fd = os.open(ledger, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+                except FileNotFoundError:
+                    continue
+                except OSError as e:
+                    if e.errno == errno.ELOOP:
+                        raise FilesError(f"{ledger} is a symbolic link; bonuscli opens nothing in its data directory "
+                                         "through one (replace it with the real file)", "unsafe-file")
+                    raise FilesError(f"cannot open ledger {ledger}: {e.strerror or e}", "ledger-unreadable")
                 fds.append(fd)
-                if os.fstat(fd).st_mode & 0o777 != 0o600:
-                    os.fchmod(fd, 0o600)
-                deadline = time.monotonic() + self.lock_timeout
-                delay = 0.002
-                while True:
-                    try:
-                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                        break
-                    except OSError as e:
-                        if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                            raise FilesError(f"cannot lock the ledger of {phone}: {e.strerror}", "lock")
-                        if time.monotonic() >= deadline:
-                            raise FilesError(
-                                f"the ledger of {phone} is locked by another bonuscli; "
-                                f"gave up after {self.lock_timeout:g} s, try again",
-                                "lock-timeout",
-                            )
-                        time.sleep(delay)
-                        delay = min(delay * 2, 0.05)
+                self._flock(fd, phone, deadline)
             yield
         finally:
             for fd in reversed(fds):
                 os.close(fd)
 
+    def _lock_file(self, phone: str, deadline: float) -> int:
+        path = paths.lock_path(self.root, phone)
+        while True:
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o600)
+            except FileNotFoundError:  # locks/ was removed: make it again
+                self.prepare()
+                continue
+            except OSError as e:
+                if e.errno == errno.ELOOP:
+                    raise FilesError(f"{path} is a symbolic link; bonuscli opens nothing in its data directory "
+                                     "through one (delete it: lock files are rebuilt)", "unsafe-file")
+                raise FilesError(f"cannot open lock file {path}: {e.strerror or e}", "lock")
+            try:
+                if os.fstat(fd).st_mode & 0o777 != 0o600:
+                    os.fchmod(fd, 0o600)
+                self._flock(fd, phone, deadline)
+                try:
+                    same = os.stat(path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino
+                except FileNotFoundError:
+                    same = False
+            except BaseException:
+                os.close(fd)
+                raise
+            if same:
+                return fd
+            os.close(fd)  # removed or replaced while we waited: lock the file at the path now
+
+    def _flock(self, fd: int, phone: str, deadline: float) -> None:
+        import fcntl
+
+        delay = 0.002
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except OSError as e:
+                if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                    raise FilesError(f"cannot lock the ledger of {phone}: {e.strerror}", "lock")
+                if time.monotonic() >= deadline:
+                    raise FilesError(
+                        f"the ledger of {phone} is locked by another bonuscli; "
+                        f"gave up after {self.lock_timeout:g} s, try again",
+                        "lock-timeout",
+                    )
+                time.sleep(delay)
+                delay = min(delay * 2, 0.05)
+
     def append(self, phone: str, events, ledger: LedgerRead, fault=None) -> None:
         """Append events as whole lines (sealing a torn tail first), then fsync.
 
-        The caller holds the lock and read `ledger` under it.
-        """
+        The caller holds the lock and read `ledger` under it. A new ledger is written to a temporary
+        file and linked into place, so it appears whole or not at all; if another process created it
+        meanwhile, `Conflict` (the caller reads again and decides again)."""
         path = self.path(phone)
         data = chained(phone, events, ledger)
-        new = not path.exists()
+        if not ledger.exists:
+            return self._create(path, phone, data, fault)
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
         except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise FilesError(f"{path} is a symbolic link; nothing was written", "unsafe-file")
             raise FilesError(f"cannot open ledger {path} for writing: {e.strerror or e}", "disk")
         try:
-            if new:
-                os.fchmod(fd, 0o600)
             if fault:
                 fault("before-write", phone)
             view = memoryview(data)
@@ -340,13 +501,40 @@ class FileStore:
             )
         finally:
             os.close(fd)
-        if new:
+        if fault:
+            fault("after-fsync", phone)
+
+    def _create(self, path: Path, phone: str, data: bytes, fault=None) -> None:
+        tmp = path.with_name(f".{phone}.{os.getpid()}.{time.monotonic_ns()}.new")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0),
+                         0o600)
+        except OSError as e:
+            raise FilesError(f"cannot create ledger {path}: {e.strerror or e}", "disk")
+        try:
             try:
-                dfd = os.open(path.parent, os.O_RDONLY)
-                try:
-                    os.fsync(dfd)
-                finally:
-                    os.close(dfd)
+                os.fchmod(fd, 0o600)
+                if fault:
+                    fault("before-write", phone)
+                view = memoryview(data)
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
+                if fault:
+                    fault("before-fsync", phone)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            try:
+                os.link(tmp, path)  # atomic: fails if the ledger exists
+            except FileExistsError:
+                raise Conflict(f"the ledger of {phone} was created by another bonuscli meanwhile", "conflict")
+            _fsync_dir(path.parent)
+        except OSError as e:
+            raise FilesError(f"could not write ledger {path}: {e.strerror or e}; nothing was acknowledged", "disk")
+        finally:
+            try:
+                os.unlink(tmp)
             except OSError:
                 pass
         if fault:
@@ -360,18 +548,17 @@ class FileStore:
     def load_snapshot(self, phone: str):
         """The saved document, or None. Any problem with the file is a miss; nothing is executed."""
         try:
-            with open(self.snapshot_path(phone), "rb") as f:
-                doc = _loads(f.read())
+            doc = _loads(_read_bytes(self.snapshot_path(phone)))
             return doc if isinstance(doc, dict) else None
-        except (OSError, ValueError):
+        except (OSError, ValueError, FilesError):
             return None
 
     def save_snapshot(self, phone: str, doc: dict) -> None:
         path = self.snapshot_path(phone)
         try:
             paths.make_private_dir(path.parent)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            tmp = path.with_suffix(f".{os.getpid()}.{time.monotonic_ns()}.tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
             with os.fdopen(fd, "wb") as f:
                 f.write(_dumps(doc))
             os.replace(tmp, path)
@@ -394,13 +581,13 @@ class MemoryStore:
     def path(self, phone: str) -> Path:
         return Path("<memory>") / f"{phone}.jsonl"
 
-    def read(self, phone: str) -> LedgerRead:
+    def read(self, phone: str, verify: bool = False) -> LedgerRead:
         data = self.files.get(phone)
         if data is None:
-            return LedgerRead(self.path(phone), (), None, 0)
+            return LedgerRead(self.path(phone), (), None, 0, exists=False)
         return parse(self.path(phone), bytes(data))
 
-    def read_after(self, phone, offset, last_len, last_hash, first):
+    def read_after(self, phone, offset, last_len, last_hash, first, verify=False):
         return None
 
     def exists(self) -> bool:
@@ -429,7 +616,7 @@ class MemoryStore:
 def chained(phone: str, events, ledger: LedgerRead) -> bytes:
     """The bytes that append `events` to `ledger`: a torn tail sealed first, every line chained."""
     chunks = []
-    prev = ledger.tail if ledger.size else None
+    prev = ledger.tail if ledger.size else genesis(phone)
     if ledger.torn is not None:
         chunks.append(b"\n")
         repair = {
@@ -448,9 +635,10 @@ def chained(phone: str, events, ledger: LedgerRead) -> bytes:
     return b"".join(chunks)
 
 
-def _link(chunks: list, event: dict, prev_raw) -> bytes:
-    """Encode an event chained to the line before it; returns its own bytes."""
-    event = dict(event, prev=line_hash(prev_raw) if prev_raw is not None else "")
+def _link(chunks: list, event: dict, prev) -> bytes:
+    """Encode an event chained to the line before it (its bytes; or, for a first line, the
+    genesis hash as text); returns its own bytes."""
+    event = dict(event, prev=line_hash(prev) if isinstance(prev, bytes) else prev)
     raw = encode(event)
     chunks.append(raw)
     return raw[:-1]

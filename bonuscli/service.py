@@ -25,7 +25,7 @@ from typing import Callable, NamedTuple, Optional
 
 from bonuscli import __version__, paths, rules
 from bonuscli import requests as rq
-from bonuscli.ledger import FileStore, LedgerRead, line_hash, torn_warning
+from bonuscli.ledger import Conflict, FileStore, LedgerRead, line_hash, torn_warning
 from bonuscli.model import BadInput, Catalog, Decision, FilesError, Refusal, SCHEMA_VERSION, BonusError, money
 
 SNAPSHOT_MIN = 400  # events replayed before a member's state is worth saving
@@ -131,14 +131,14 @@ class Service:
             m = self._resume(phone, t, full, ledgers)
             if m is not None:
                 return m
-        led = self.store.read(phone)
-        ledgers[phone] = led
+        led = self.store.read(phone, verify=full)  # a decision verifies every line first: never
+        ledgers[phone] = led                         # append to a ledger changed outside bonuscli
         self._warn_torn(led)
         if full:
             last = _last_at(led.events)
             if last is not None and last > t:
                 t = last
-        return self._replay(phone, led, t, register)
+        return self._replay(phone, led, t, register, verified=full)
 
     def _peers(self, phone: str, events, t: int) -> dict:
         """The ledgers of the members these events wait on; an unreadable one reads as absent
@@ -154,7 +154,8 @@ class Service:
                 out[p] = ()
         return out
 
-    def _replay(self, phone: str, led: LedgerRead, t: int, register: bool, base_doc: dict | None = None):
+    def _replay(self, phone: str, led: LedgerRead, t: int, register: bool, base_doc: dict | None = None,
+                verified: bool = False):
         events = led.events
         peers = self._peers(phone, events, t)
         self.stats["replayed"] += len(events)
@@ -172,15 +173,15 @@ class Service:
             if last is not None and last <= t:
                 m = rules.play(fresh(), events, last, {})
                 if rules.settled_state(m):
-                    self._save(phone, m, led, last)
+                    self._save(phone, m, led, last, verified)
                     rules.advance_to(m, t)  # nothing waits on another ledger: only expiries up to t
                     return m
         return rules.play(fresh(), events, t, peers)
 
-    def _save(self, phone: str, m, led: LedgerRead, at: int) -> None:
+    def _save(self, phone: str, m, led: LedgerRead, at: int, verified: bool) -> None:
         doc = {"format": rules.STATE_FORMAT, "key": self.key, "phone": phone, "lines": led.lines,
                "offset": led.size, "last_len": len(led.tail), "last_hash": line_hash(led.tail), "at": at,
-               "state": rules.to_plain(m)}
+               "verified": bool(verified), "state": rules.to_plain(m)}
         self.store.save_snapshot(phone, doc)
         self.stats["snapshots_saved"] += 1
 
@@ -192,8 +193,10 @@ class Service:
             if (doc.get("format") != rules.STATE_FORMAT or doc.get("key") != self.key or doc.get("phone") != phone
                     or not isinstance(doc.get("at"), int)):
                 return None
+            if full and doc.get("verified") is not True:
+                return None  # a decision needs every line verified: the snapshot's lines were not
             tail = self.store.read_after(phone, int(doc["offset"]), int(doc["last_len"]), str(doc["last_hash"]),
-                                         int(doc["lines"]) + 1)
+                                         int(doc["lines"]) + 1, verify=full)
             if tail is None:
                 return None
             at = doc["at"]
@@ -206,7 +209,7 @@ class Service:
                     t = last
             if t < at:
                 return None  # asked as of a moment before the snapshot: replay from scratch
-            m = self._replay(phone, tail, t, False, base_doc=doc)
+            m = self._replay(phone, tail, t, False, base_doc=doc, verified=full)
         except (KeyError, TypeError, ValueError, IndexError, AttributeError):
             return None
         self.stats["resumed"] += 1
@@ -220,12 +223,17 @@ class Service:
         """Lock `phones` (sorted), read them under the lock, decide, write; the Decision's view."""
         t = rules.seconds(now)
         phones = list(dict.fromkeys(phones))
-        with self.store.locked(phones):
-            ledgers: dict = {}
-            members = {p: self.member(p, t, full=True, ledgers=ledgers) for p in phones}
-            result = decided(decide(members, t))
-            self._write(result, members, ledgers, t)
-        return result.view
+        for attempt in range(5):
+            try:
+                with self.store.locked(phones):
+                    ledgers: dict = {}
+                    members = {p: self.member(p, t, full=True, ledgers=ledgers) for p in phones}
+                    result = decided(decide(members, t))
+                    self._write(result, members, ledgers, t)
+                return result.view
+            except Conflict:  # a new ledger appeared between our read and our write: decide again
+                if attempt == 4:
+                    raise
 
     def _write(self, result: Decision, members: dict, ledgers: dict, t: int) -> None:
         for phone, events in result.writes:

@@ -30,6 +30,7 @@ LAYERS = {
     "bonuscli.scenario": 4,
     "bonuscli.audit": 5,
     "bonuscli.diff": 5,
+    "bonuscli.export": 5,
     "bonuscli.dask_engine": 6,
     "bonuscli.cli": 7,
     "bonuscli.__main__": 8,
