@@ -95,12 +95,11 @@ def check_ledger(svc, phone, led, now) -> list:
     ledgers[phone] = led
     out = []
     try:
-        with open(led.path, "rb") as f:
-            data = f.read()
+        data = ledger_mod._read_bytes(led.path) if led.exists else b""
         for n, message in ledger_mod.verify_chain(led.path, data, phone):
             out.append(_problem(led.path, n, message))
-    except OSError as e:
-        out.append(_problem(led.path, 0, f"cannot read: {e.strerror or e}"))
+    except (OSError, FilesError) as e:
+        out.append(_problem(led.path, 0, f"cannot read: {getattr(e, 'strerror', None) or e}"))
     if led.torn is not None:
         out.append(_problem(led.path, led.torn.line, "unfinished last line (an interrupted write); "
                             "the next change to this member seals it"))
@@ -168,4 +167,103 @@ def check_ledger(svc, phone, led, now) -> list:
                 if e["outcome"] != want:
                     out.append(_problem(led.path, line_of(led, e["id"]),
                                         f"gift {e['gift_id']} recorded {e['outcome']} here but {want} by {offer['to']}"))
+            elif e["outcome"] in ("accepted", "rejected"):
+                out.append(_problem(led.path, line_of(led, e["id"]),
+                                    f"gift {e['gift_id']} recorded {e['outcome']} here, but {offer['to']}'s ledger has "
+                                    "no such decision (was it restored from an older copy?)"))
+        elif t in ("gift_accept", "gift_reject"):
+            own = next((x for x in led.events if x["type"] == "gift_in" and x.get("gift_id") == e["gift_id"]), None)
+            other = ledgers.get(e["from"])
+            offer = next((x for x in (other.events if other else ())
+                          if x["type"] == "gift_out" and x.get("gift_id") == e["gift_id"]), None)
+            if own is None or offer is None:
+                where = "this ledger" if own is None else f"{e['from']}'s ledger"
+                out.append(_problem(led.path, line_of(led, e["id"]),
+                                    f"gift {e['gift_id']} is decided here but its offer is missing from {where}"))
+        elif t == "referral":
+            other = ledgers.get(e["invitee"])
+            joined = any(x["type"] == "join" and x.get("referral_id") == e["referral_id"]
+                         for x in (other.events if other else ()))
+            settle = next((x for x in led.events
+                           if x["type"] == "referral_settle" and x.get("referral_id") == e["referral_id"]), None)
+            if not joined and settle is not None and settle.get("outcome") == "confirmed":
+                out.append(_problem(led.path, line_of(led, e["id"]),
+                                    f"referral {e['referral_id']} was credited here, but {e['invitee']}'s ledger has no "
+                                    "join naming it (was it restored from an older copy?)"))
+        elif t == "join" and e.get("referral_id"):
+            other = ledgers.get(e.get("referrer") or "")
+            if not any(x["type"] == "referral" and x.get("referral_id") == e["referral_id"]
+                       for x in (other.events if other else ())):
+                out.append(_problem(led.path, line_of(led, e["id"]),
+                                    f"joined on referral {e['referral_id']}, which is missing from "
+                                    f"{e.get('referrer')}'s ledger"))
+    return out
+
+
+# ---------------------------------------------------------------- the directory anchor
+
+ANCHOR_FORMAT = 1
+
+
+def _heads(svc) -> dict:
+    """phone -> {lines, hash}: each ledger's complete lines and the hash of its last one (the chain
+    head: with a verified chain it stands for every line before it)."""
+    out = {}
+    for phone in svc.store.phones():
+        path = svc.store.path(phone)
+        try:
+            data = ledger_mod._read_bytes(path)
+        except (OSError, FilesError):
+            continue
+        lines = data.split(b"\n")
+        lines.pop()  # after the last newline: empty, or a torn line (not part of the anchor)
+        out[phone] = {"lines": len(lines), "hash": ledger_mod.line_hash(lines[-1]) if lines else ""}
+    return out
+
+
+def _digest(ledgers: dict) -> str:
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(ledgers, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def anchor(svc) -> dict:
+    """The directory's anchor (CLI.md `check --ledgers --save-anchor`)."""
+    ledgers = _heads(svc)
+    return {"format": ANCHOR_FORMAT, "ledgers": ledgers, "digest": _digest(ledgers)}
+
+
+def check_anchor(svc, doc, name: str) -> list:
+    """Problems of the directory against an anchor saved earlier: every ledger it names still exists
+    and still starts with exactly the lines it had (appended lines and new ledgers are fine)."""
+    if (not isinstance(doc, dict) or doc.get("format") != ANCHOR_FORMAT or not isinstance(doc.get("ledgers"), dict)
+            or doc.get("digest") != _digest(doc["ledgers"])):
+        return [_problem(name, 1, "not an anchor written by `check --ledgers --save-anchor`, or it was changed "
+                                  "(its digest does not match)")]
+    out = []
+    for phone, head in sorted(doc["ledgers"].items()):
+        try:
+            path = svc.store.path(phone)
+        except ValueError:
+            out.append(_problem(name, 1, f"the anchor names {phone!r}, which is not a phone"))
+            continue
+        try:
+            data = ledger_mod._read_bytes(path)
+        except FileNotFoundError:
+            out.append(_problem(path, 1, f"this ledger was deleted since the anchor ({head['lines']} lines then)"))
+            continue
+        except (OSError, FilesError) as e:
+            out.append(_problem(path, 1, f"cannot read it to compare with the anchor: {e}"))
+            continue
+        lines = data.split(b"\n")
+        lines.pop()
+        n = head["lines"]
+        if len(lines) < n:
+            out.append(_problem(path, max(len(lines), 1), f"this ledger has {len(lines)} lines, but had {n} when the "
+                                                         "anchor was saved: it was truncated or restored from an "
+                                                         "older copy"))
+        elif n and ledger_mod.line_hash(lines[n - 1]) != head["hash"]:
+            out.append(_problem(path, n, "this line is not the one the anchor saw: the ledger was edited, rewritten "
+                                         "or restored from another copy"))
     return out

@@ -452,8 +452,12 @@ def regions_cmd(ctx):
 @click.option("--engine", type=click.Choice(["local", "dask"]), default="local", show_default=True,
               help="Where whole-directory work runs: this machine's processes, or a Dask cluster.")
 @click.option("--scheduler", metavar="ADDRESS", help="With --engine dask: a running scheduler (default: a local cluster).")
+@click.option("--save-anchor", "save_anchor", type=click.Path(dir_okay=False),
+              help="With --ledgers: write the directory's anchor (each ledger's line count and chain hash) here.")
+@click.option("--anchor", "anchor_file", type=click.Path(dir_okay=False),
+              help="With --ledgers: check the directory against an anchor saved earlier.")
 @click.pass_context
-def check_cmd(ctx, ledgers, scenario, files, jobs, engine, scheduler):
+def check_cmd(ctx, ledgers, scenario, files, jobs, engine, scheduler, save_anchor, anchor_file):
     """Validate a catalog: silent and exit 0 when valid, `file:line: message` lines and exit 3 when not.
 
     \b
@@ -478,17 +482,37 @@ def check_cmd(ctx, ledgers, scenario, files, jobs, engine, scheduler):
             render.warn(str(p))
         raise model.FilesError(f"{shown}: {len(probs)} problem{'s' if len(probs) != 1 else ''} in the catalog",
                                "catalog-invalid")
+    if (save_anchor or anchor_file) and not ledgers:
+        raise model.BadInput("--save-anchor and --anchor go with --ledgers", "usage")
+    digest = None
     if ledgers:
+        from bonuscli import audit
+
         svc = env.service
         svc.require_data()
+        anchor_doc = None
+        if anchor_file is not None:
+            import json
+
+            try:
+                with open(anchor_file, "rb") as f:
+                    anchor_doc = json.loads(f.read())
+            except FileNotFoundError:
+                raise model.BadInput(f"no such anchor file: {anchor_file}", "no-file")
+            except (OSError, ValueError) as e:
+                raise model.FilesError(f"{anchor_file}:1: cannot read the anchor ({e})", "anchor-invalid")
         if engine == "dask":
             from bonuscli import dask_engine
 
             problems = dask_engine.check_dir(svc, env.now, scheduler=scheduler)
         else:
-            from bonuscli import audit
-
             problems = audit.check_dir(svc, env.now, jobs)
+        if anchor_doc is not None:
+            problems = audit.check_anchor(svc, anchor_doc, anchor_file) + problems
+        if not problems and save_anchor is not None:
+            doc = audit.anchor(svc)
+            write_file(save_anchor, render.dumps(doc) + "\n")
+            digest = doc["digest"]
         if problems:
             if env.as_json:
                 render.emit_json({"valid": False, "problems": problems})
@@ -497,7 +521,26 @@ def check_cmd(ctx, ledgers, scenario, files, jobs, engine, scheduler):
             raise model.FilesError(f"{len(problems)} problem{'s' if len(problems) != 1 else ''} in the ledgers of "
                                    f"{env.data_dir}", "ledger-unsound")
     if env.as_json:
-        render.emit_json({"valid": True, "catalog": shown})
+        render.emit_json(dict({"valid": True, "catalog": shown}, **({"anchor": digest} if digest else {})))
+    elif digest:
+        render.out(f"anchor {digest} saved to {save_anchor}")
+
+
+def write_file(path, text: str) -> None:
+    """Write a file the user named, whole or not at all."""
+    import tempfile
+    from pathlib import Path
+
+    target = Path(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".bonuscli-", dir=str(target.parent) or ".")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except OSError as e:
+        raise model.FilesError(f"cannot write {path}: {e.strerror or e}", "disk")
 
 
 def run_scenarios(env, files, engine, scheduler) -> int:
@@ -1103,3 +1146,22 @@ def report_cmd(ctx, region, from_date, until_date, jobs, engine, scheduler):
     else:
         view = fleet.report(svc, env.now, region, f, u, jobs)
     emit(env, view, fleet.human)
+
+
+@command("export")
+@click.option("--format", "fmt", type=click.Choice(["hledger", "beancount"]), required=True,
+              help="The journal's dialect.")
+@click.option("--region", help="Only members of this home region.", shell_complete=complete_region)
+@click.option("--jobs", type=click.IntRange(min=1), help="Processes reading ledgers (default: the core count).")
+@click.pass_context
+def export_cmd(ctx, fmt, region, jobs):
+    """The program's points as a plain-text accounting journal (hledger or beancount) as of --at.
+
+    \b
+    bonuscli export --format beancount > points.beancount && bean-check points.beancount
+    """
+    from bonuscli import export
+
+    env = env_of(ctx)
+    text = export.journal(env.service, env.now, fmt, region, jobs)
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")

@@ -27,7 +27,10 @@ def member_summary(svc, phone, now):
 _WORKER = {}
 
 
-def _init(opener, now, func):
+def _init(opener, now, func, parent):
+    from bonuscli.service import orphan_guard
+
+    orphan_guard(parent)
     _WORKER.update(svc=opener.open(warn=lambda msg: None), now=now, func=func)
 
 
@@ -48,7 +51,8 @@ def map_members(svc, now, func=None, jobs=None, phones=None) -> list:
     size = max(50, len(phones) // (jobs * 8))
     chunks = [phones[i:i + size] for i in range(0, len(phones), size)]
     out = []
-    with ProcessPoolExecutor(max_workers=jobs, initializer=_init, initargs=(svc.opener, now, func)) as pool:
+    with ProcessPoolExecutor(max_workers=jobs, initializer=_init,
+                             initargs=(svc.opener, now, func, os.getpid())) as pool:
         for part in pool.map(_work, chunks):
             out.extend(part)
     return out

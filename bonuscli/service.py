@@ -20,6 +20,7 @@ one it saw and T is not earlier, and is ignored on any doubt.
 from __future__ import annotations
 
 import datetime as dt
+import os
 from pathlib import Path
 from typing import Callable, NamedTuple, Optional
 
@@ -45,6 +46,21 @@ def stamp(phone: str, count: int, events) -> list:
         rest = {k: v for k, v in e.items() if k not in ("type", "at")}
         out.append({"v": SCHEMA_VERSION, "id": f"{phone}.{count + i}", "type": e["type"], "at": e["at"], **rest})
     return out
+
+
+def orphan_guard(parent: int, every: float = 0.5) -> None:
+    """In a worker process: exit as soon as the parent that started it is gone (killed), so no
+    worker is left running, or waiting forever for work that will never come."""
+    import threading
+    import time
+
+    def watch():
+        while True:
+            time.sleep(every)
+            if os.getppid() != parent:
+                os._exit(70)
+
+    threading.Thread(target=watch, name="bonuscli-orphan-guard", daemon=True).start()
 
 
 class gc_paused:
