@@ -48,8 +48,10 @@ ENV_LOCK_TIMEOUT = "BONUSCLI_LOCK_TIMEOUT"
 class Env:
     """What one invocation works with: options and variables, read once; the service, built lazily."""
 
-    def __init__(self, data_dir=None, catalog=None, at=None, as_json=False, debug=False, environ=None):
+    def __init__(self, data_dir=None, catalog=None, at=None, as_json=False, debug=False, environ=None, fmt=None):
         environ = os.environ if environ is None else environ
+        self.fmt = "json" if as_json else (fmt or "table")
+        as_json = self.fmt == "json"
         self.data_dir_text = data_dir or environ.get(ENV_DATA) or None
         self.catalog_text = catalog or environ.get(ENV_CATALOG) or None
         self.at_text = at if at is not None else (environ.get(ENV_NOW) or None)
@@ -139,7 +141,7 @@ def env_of(ctx: click.Context) -> Env:
     if "env" not in root.meta:
         g = root.meta.setdefault("globals", {})
         root.meta["env"] = env = Env(g.get("data_dir"), g.get("catalog"), g.get("at"), g.get("json", False),
-                                     g.get("debug", False))
+                                     g.get("debug", False), fmt=g.get("fmt"))
         if isinstance(root.command, BonusGroup):
             root.command._env = env
         if env.at_text is not None:  # a malformed --at / BONUSCLI_NOW is bad input for every command
@@ -164,13 +166,17 @@ def _global_options():
         click.option("--at", metavar="WHEN", expose_value=False, callback=_remember, is_eager=True,
                      help=f"Act as of this ISO date or date-time [env {ENV_NOW}; default: now]."),
         click.option("--json", "json", is_flag=True, default=False, expose_value=False, callback=_remember,
-                     is_eager=True, help="Print JSON for scripts instead of tables."),
+                     is_eager=True, help="Print JSON for scripts instead of tables (= --format json)."),
+        click.option("--format", "fmt", type=click.Choice(FORMATS), expose_value=False, callback=_remember,
+                     is_eager=True, help="Output: table (for people), json, csv or tsv (rows with a header)."),
         click.option("--debug", is_flag=True, default=False, expose_value=False, callback=_remember,
                      is_eager=True, hidden=True, help="Show a traceback on internal errors."),
     ]
 
 
+FORMATS = ("table", "json", "csv", "tsv")
 GLOBAL_OPTIONS = _global_options()
+GLOBAL_FLAGS = (("--data-dir",), ("--catalog",), ("--at",), ("--json",), ("--format",), ("--debug",))
 
 
 def global_options(f):
@@ -189,6 +195,7 @@ def _globals_in(args) -> dict:
     p.allow_interspersed_args = True
     p.add_option(click.Option(["--json"]), ["--json"], "json", action="store_const", const=True)
     p.add_option(click.Option(["--debug"]), ["--debug"], "debug", action="store_const", const=True)
+    p.add_option(click.Option(["--format"]), ["--format"], "fmt", action="store")
     try:
         opts, _, _ = p.parse_args([str(a) for a in args if str(a) != "--"])
         return opts
@@ -207,8 +214,8 @@ class BonusGroup(click.Group):
 
         def flags():
             g = dict(_globals_in(args))
-            g.update({k: v for k, v in ctx_globals.items() if k in ("json", "debug")})
-            return bool(g.get("json")), bool(g.get("debug"))
+            g.update({k: v for k, v in ctx_globals.items() if k in ("json", "debug", "fmt")})
+            return bool(g.get("json")) or g.get("fmt") == "json", bool(g.get("debug"))
 
         try:
             if any("\x00" in str(a) for a in args):
@@ -312,10 +319,14 @@ _ONE_SHOT = False  # True in the console script: the service may keep what it re
 
 
 def command(*args, **kw):
-    """A subcommand that also takes the global options after its name (listed after its own)."""
+    """A subcommand that also takes the global options after its name (listed after its own; a
+    command's own option of the same name, such as `export --format`, wins)."""
 
     def deco(f):
-        f = global_options(f)
+        own_opts = {o for p in getattr(f, "__click_params__", []) for o in getattr(p, "opts", [])}
+        for opts, opt in reversed(list(zip(GLOBAL_FLAGS, GLOBAL_OPTIONS))):
+            if not set(opts) & own_opts:
+                f = opt(f)
         cmd = cli.command(*args, **kw)(f)
         own = [p for p in cmd.params if p.name not in GLOBAL_NAMES]
         cmd.params = own + [p for p in cmd.params if p.name in GLOBAL_NAMES]
@@ -324,15 +335,20 @@ def command(*args, **kw):
     return deco
 
 
-GLOBAL_NAMES = ("data_dir", "catalog", "at", "json", "debug")
+GLOBAL_NAMES = ("data_dir", "catalog", "at", "json", "fmt", "debug")
 
 
 # ---------------------------------------------------------------- shared plumbing
 
 
-def emit(env: Env, view, human):
-    if env.as_json:
+def emit(env: Env, view, human, rows=None):
+    """Print a command's result in the format asked: a table for people, JSON, or CSV/TSV rows
+    (`rows(view)`; by default a list is its rows and an object is one row)."""
+    if env.fmt == "json":
         render.emit_json(view)
+    elif env.fmt in ("csv", "tsv"):
+        data = rows(view) if rows is not None else (view if isinstance(view, list) else [view])
+        render.emit_rows(data, "," if env.fmt == "csv" else "\t")
     else:
         render.out(human(view))
 
@@ -421,8 +437,8 @@ def catalog_cmd(ctx, code, region, category, search, max_price, channel):
         emit(env, doc, lambda d: kv(d, [k for k in d]))
         return
     rows = service_mod.catalog_rows(cat, region, category, search, max_price, channel)
-    if env.as_json:
-        render.emit_json(rows)
+    if env.fmt != "table":
+        emit(env, rows, None)
         return
     render.out(render.table(
         [[d["code"], d["name"], d["category"], render.show(d["price"]) if d["price"] is not None else "10/RUB",
@@ -648,8 +664,11 @@ def history_cmd(ctx, phone):
     """
     env = env_of(ctx)
     rows = env.service.history(rq.phone(phone), env.now)
-    if env.as_json:
+    if env.fmt == "json":
         render.emit_json_lines(rows)
+        return
+    if env.fmt in ("csv", "tsv"):
+        render.emit_rows(rows, "," if env.fmt == "csv" else "\t")
         return
     render.out(render.table([[r["at"], r["type"], f"{r['points']:+d}" if r["points"] else "0", r["balance"],
                               render.printable(r["detail"]) + (f" ({r['debt_repaid']} repaid debt)"
@@ -826,7 +845,7 @@ def forecast_cmd(ctx, phone, days, until):
     if days is not None and until is not None:
         raise model.BadInput("give --days or --until, not both", "usage")
     until_d = rq.date(until, "--until") if until else None
-    emit(env, env.service.forecast(rq.phone(phone), env.now, days, until_d), human_forecast)
+    emit(env, env.service.forecast(rq.phone(phone), env.now, days, until_d), human_forecast, lambda v: v["lots"])
 
 
 def human_forecast(v):
@@ -1031,7 +1050,7 @@ def diff_cmd(ctx, old, new, ledgers, scenario, fail_on, engine, scheduler):
             doc["impact"] = diff_mod.impact(old_cat, new_cat, files, now)
     found = [k for k in kinds if any(c["kind"] == k for c in doc["changes"])]
     doc["failed_on"] = found
-    emit(env, doc, diff_mod.human)
+    emit(env, doc, diff_mod.human, lambda d: d["changes"])
     if found:
         n = sum(1 for c in doc["changes"] if c["kind"] in found)
         render.error(model.Refused(f"{n} change{'s' if n != 1 else ''} of a kind named in --fail-on: "
@@ -1113,7 +1132,7 @@ def explain_cmd(ctx, phone, key):
     """
     env = env_of(ctx)
     view = env.service.explain(rq.phone(phone), env.now, key)
-    emit(env, view, lambda v: render.printable_lines(steps_text(v)))
+    emit(env, view, lambda v: render.printable_lines(steps_text(v)), lambda v: v["steps"])
 
 
 @command("report")
@@ -1145,16 +1164,16 @@ def report_cmd(ctx, region, from_date, until_date, jobs, engine, scheduler):
         view = dask_engine.report(svc, env.now, region, f, u, scheduler=scheduler)
     else:
         view = fleet.report(svc, env.now, region, f, u, jobs)
-    emit(env, view, fleet.human)
+    emit(env, view, fleet.human, lambda v: v["months"])
 
 
 @command("export")
-@click.option("--format", "fmt", type=click.Choice(["hledger", "beancount"]), required=True,
+@click.option("--format", "dialect", type=click.Choice(["hledger", "beancount"]), required=True,
               help="The journal's dialect.")
 @click.option("--region", help="Only members of this home region.", shell_complete=complete_region)
 @click.option("--jobs", type=click.IntRange(min=1), help="Processes reading ledgers (default: the core count).")
 @click.pass_context
-def export_cmd(ctx, fmt, region, jobs):
+def export_cmd(ctx, dialect, region, jobs):
     """The program's points as a plain-text accounting journal (hledger or beancount) as of --at.
 
     \b
@@ -1163,5 +1182,5 @@ def export_cmd(ctx, fmt, region, jobs):
     from bonuscli import export
 
     env = env_of(ctx)
-    text = export.journal(env.service, env.now, fmt, region, jobs)
+    text = export.journal(env.service, env.now, dialect, region, jobs)
     sys.stdout.write(text if text.endswith("\n") else text + "\n")

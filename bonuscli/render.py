@@ -97,3 +97,31 @@ def error(err: BonusError, as_json: bool) -> None:
 def printable_lines(text: str) -> str:
     """Several lines, each made printable (stored text can carry control characters)."""
     return "\n".join(printable(line) for line in str(text).split("\n"))
+
+
+def cell(value) -> str:
+    """One CSV/TSV cell: text as is, numbers as written, nested values as compact JSON."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dict, list, tuple)):
+        return json.dumps(public(value), ensure_ascii=False, separators=(",", ":"))
+    return str(value)
+
+
+def emit_rows(rows, delimiter: str = ",") -> None:
+    """Rows (dicts) as CSV or TSV with a header line, quoted as Python's csv module does; the header
+    is every key, in the order keys first appear."""
+    import csv
+
+    rows = [public(r) if isinstance(r, dict) else {"value": r} for r in rows]
+    header: list = []
+    for r in rows:
+        for k in r:
+            if k not in header:
+                header.append(k)
+    w = csv.writer(sys.stdout, delimiter=delimiter, lineterminator="\n")
+    w.writerow(header)
+    for r in rows:
+        w.writerow([cell(r.get(k)) for k in header])

@@ -327,11 +327,13 @@ class Service:
         return decided(rules.forecast(self.member(phone, now), now, days, until)).view
 
     def history(self, phone: str, now) -> list:
+        """The member's register: one row per movement, oldest first, each with a unique `id` and
+        the same keys (HISTORY_KEYS; `event` is the ledger line or lot the row comes from)."""
         self.require_data()
         m = self.member(phone, now, register=True)
         if m.join is None and not m.register:
             raise rules.not_member(phone).error()
-        return m.register
+        return history_rows(m.register)
 
     def explain(self, phone: str, now, key=None):
         self.require_data()
@@ -443,6 +445,30 @@ class Service:
 
     def reward_doc(self, code: str, region: Optional[str] = None) -> dict:
         return reward_json(self.catalog, self.catalog.rewards[code], region)
+
+
+HISTORY_KEYS = ("at", "id", "event", "type", "points", "balance", "detail", "ref", "gift_id", "code", "earned",
+                "adjusted", "redeemed", "expired", "gifted", "refunded", "forfeited", "debt_repaid", "taken")
+_COUNTS = ("points", "balance", "earned", "adjusted", "redeemed", "expired", "gifted", "refunded", "forfeited",
+           "debt_repaid")
+
+
+def history_rows(register) -> list:
+    seen: dict = {}
+    out = []
+    for row in register:
+        event = row["id"]
+        rid = event if event not in seen else f"{event}/{row['type']}"
+        n = 1
+        while rid in seen:
+            n += 1
+            rid = f"{event}/{row['type']}/{n}"
+        seen[rid] = True
+        seen.setdefault(event, True)
+        doc = {k: row.get(k, 0 if k in _COUNTS else ([] if k == "taken" else None)) for k in HISTORY_KEYS}
+        doc["id"], doc["event"] = rid, event
+        out.append(doc)
+    return out
 
 
 class _nolock:

@@ -110,7 +110,12 @@ def run_read(data: Path, name: str):
     assert r.returncode == spec["exit_code"], (name, r.returncode, r.stdout, r.stderr)
     check_stderr(name, spec, r.stderr, data)
     if spec["json"] is not None:
-        assert_same(spec["json"], parse(r.stdout, spec["args"][0] == "history"), name)
+        got = parse(r.stdout, spec["args"][0] == "history")
+        if spec["args"][0] == "history":
+            # issue 17: history rows got unique ids; the release's `id` (shared by a join and its
+            # welcome row) is now each row's `event`
+            got = [dict(row, id=row["event"]) for row in got]
+        assert_same(spec["json"], got, name)
     return r
 
 
