@@ -653,17 +653,38 @@ def human_balance(v):
     return text
 
 
+HISTORY_TYPES = ("join", "welcome", "earn", "card_welcome", "referral", "redeem", "expire", "gift_out", "gift_in",
+                 "gift_accept", "gift_reject", "gift_return", "gift_accepted", "gift_forfeited", "gift_expired",
+                 "refund", "adjust", "leave")
+
+
 @command("history")
 @click.argument("phone", shell_complete=complete_phone)
+@click.option("--from", "from_date", help="Only rows on or after this date (YYYY-MM-DD, program time).")
+@click.option("--until", "until_date", help="Only rows on or before this date.")
+@click.option("--type", "types", help=f"Only rows of these comma-separated types ({', '.join(HISTORY_TYPES)}).",
+              shell_complete=_completer(lambda env: HISTORY_TYPES))
 @click.pass_context
-def history_cmd(ctx, phone):
+def history_cmd(ctx, phone, from_date, until_date, types):
     """List a member's events oldest first, with the running balance (JSON lines with --json).
 
     \b
-    bonuscli history 9161234567 --json
+    bonuscli history 9161234567 --from 2025-01-01 --type earn,redeem --format csv
     """
     env = env_of(ctx)
-    rows = env.service.history(rq.phone(phone), env.now)
+    lo = rq.date(from_date, "--from").isoformat() if from_date else None
+    hi = rq.date(until_date, "--until").isoformat() if until_date else None
+    wanted = None
+    if types is not None:
+        wanted = {t.strip().lower() for t in types.split(",") if t.strip()}
+        unknown = sorted(wanted - set(HISTORY_TYPES))
+        if unknown or not wanted:
+            raise model.BadInput(f"--type: unknown type {', '.join(unknown) or '(none)'}"
+                                 f"{rq.suggest(unknown[0], HISTORY_TYPES, '') if unknown else ''} "
+                                 f"(types: {', '.join(HISTORY_TYPES)})", "usage")
+    rows = [r for r in env.service.history(rq.phone(phone), env.now)
+            if (lo is None or r["at"][:10] >= lo) and (hi is None or r["at"][:10] <= hi)
+            and (wanted is None or r["type"] in wanted)]
     if env.fmt == "json":
         render.emit_json_lines(rows)
         return

@@ -307,13 +307,19 @@ def torn_warning(ledger: LedgerRead) -> Optional[str]:
 
 
 def ensure_dir(path: Path) -> None:
-    """Create a directory (and parents) 0700 whatever the umask."""
-    if path.is_dir():
-        return
-    try:
-        paths.make_private_dir(path)
-    except OSError as e:
-        raise FilesError(f"cannot create directory {path}: {e.strerror or e}", "disk")
+    """Create a directory (and parents) 0700 whatever the umask. A derived directory (locks/,
+    cache/) may be deleted at any moment, even while it is being made: then make it again."""
+    for attempt in range(50):
+        if path.is_dir():
+            return
+        try:
+            paths.make_private_dir(path)
+            return
+        except FileNotFoundError:
+            continue  # removed between its mkdir and its chmod: again
+        except OSError as e:
+            raise FilesError(f"cannot create directory {path}: {e.strerror or e}", "disk")
+    raise FilesError(f"cannot create directory {path}: it keeps disappearing", "disk")
 
 
 class Conflict(FilesError):

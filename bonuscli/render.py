@@ -68,13 +68,31 @@ def warn(text: str) -> None:
     sys.stderr.write(text.rstrip("\n") + "\n")
 
 
-def bars(rows, width=30) -> str:
-    """A small horizontal bar chart: rows of (label, value)."""
-    top = max((v for _, v in rows), default=0)
+EIGHTHS = " ▏▎▍▌▋▊▉"
+
+
+def unicode_ok() -> bool:
+    """Whether stdout takes UTF-8 (else charts stay plain ASCII)."""
+    enc = (getattr(sys.stdout, "encoding", None) or "").lower().replace("-", "").replace("_", "")
+    return enc in ("utf8", "utf8sig")
+
+
+def bars(rows, width=40) -> str:
+    """A horizontal bar chart, rows of (label, value): Unicode blocks to an eighth of a cell when
+    stdout is UTF-8, `#` otherwise; at most `width` cells, so label + bar + value fit 80 columns.
+    A non-zero value always gets a mark."""
+    top = max((abs(v) for _, v in rows), default=0)
+    fine = unicode_ok()
     lines = []
     for label, v in rows:
-        n = 0 if top == 0 else max(1 if v else 0, round(v * width / top))
-        lines.append(f"{label}  {'#' * n}{' ' if n else ''}{v}")
+        eighths = 0 if top == 0 else round(abs(v) * width * 8 / top)
+        if v and eighths == 0:
+            eighths = 1
+        if fine:
+            bar = "█" * (eighths // 8) + (EIGHTHS[eighths % 8] if eighths % 8 else "")
+        else:
+            bar = "#" * (max(1, round(eighths / 8)) if v else 0)
+        lines.append(f"{label}  {bar}{' ' if bar else ''}{v}")
     return "\n".join(lines)
 
 

@@ -251,7 +251,7 @@ def test_deleting_locks_in_a_tight_loop_lets_no_second_writer_in(tmp_path):
         stop.set()
         t.join()
     codes = sorted(r.returncode for r in results)
-    assert codes.count(0) == 2 and codes.count(1) == 10, [(r.returncode, r.stderr) for r in results]
+    assert codes.count(0) == 2 and codes.count(1) == 10, [(r.returncode, r.stderr) for r in results if r.returncode not in (0, 1)]
     # black_list_kids costs 130: 300 // 130 = 2 orders, never more
     doc = ok(data, "balance", A, "--at", T2)
     assert doc["available"] == 300 - 2 * 130
