@@ -43,7 +43,7 @@ from bonuscli.cli import cli
 
 ROOT = Path(__file__).resolve().parent.parent
 NOW = "2025-03-01T12:00+03:00"
-DOCS = ["README.md", "docs/rules.md", "docs/scripting.md"]
+DOCS = ["README.md", "docs/rules.md", "docs/scripting.md", "docs/report.md"]
 FENCE = re.compile(r"^```\s*([A-Za-z0-9_+-]*)(?:[ \t]+(\S+))?[ \t]*$")
 ASSIGN = re.compile(r"^[A-Z_][A-Z0-9_]*=")
 

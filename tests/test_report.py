@@ -280,3 +280,74 @@ def test_report_corrupt_ledger_exit_3(run, data_dir, sub):
     assert p.returncode == 3
     assert "Traceback" not in p.stderr
     assert p.stderr.startswith("error: ")
+
+
+# ---------------------------------------------------------------- the identity, on random histories
+
+import datetime as _dt  # noqa: E402
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from bonuscli import catalog as _catalog_mod  # noqa: E402
+from bonuscli import fleet as _fleet  # noqa: E402
+from bonuscli import requests as _rq  # noqa: E402
+from bonuscli import service as _service  # noqa: E402
+from bonuscli.model import BonusError as _BonusError  # noqa: E402
+
+_CAT = _catalog_mod.load(_catalog_mod.default_path(), "catalog.yaml")
+_PHONES = ["9160000001", "9160000002", "9160000003"]
+_OPS = st.lists(st.tuples(
+    st.sampled_from(["earn", "earn", "redeem", "gift", "accept", "reject", "refund", "adjust", "leave", "join"]),
+    st.integers(0, 2), st.integers(0, 2), st.integers(1, 5000), st.integers(1, 20)), min_size=5, max_size=40)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_OPS)
+def test_report_reconciles_on_random_histories(ops):
+    """earn + adjusted - redeemed - expired - refunded - forfeited = outstanding + held - debt, as of
+    any moment, whatever happened (gifts both ways, expiry, debt, leaving, rejoining)."""
+    svc = _service.in_memory(_CAT)
+    t = _dt.datetime(2025, 1, 1, 10, 0, tzinfo=_CAT.tz)
+    refs, gifts = {p: [] for p in _PHONES}, []
+
+    def attempt(fn):
+        try:
+            return fn()
+        except _BonusError:
+            return None
+
+    for p in _PHONES:
+        svc.join(_rq.join(_CAT, t.date(), p, "RU-MOW"), t)
+    for i, (op, a, b, n, days) in enumerate(ops):
+        t += _dt.timedelta(days=days, hours=1)
+        pa, pb = _PHONES[a], _PHONES[b]
+        if op == "earn":
+            ref = f"r{i}"
+            if attempt(lambda: svc.earn(_rq.earn(_CAT, pa, str(n), "mobile", ref), t)):
+                refs[pa].append(ref)
+        elif op == "redeem":
+            attempt(lambda: svc.redeem(_rq.redeem(_CAT, pa, "black_list"), t))
+        elif op == "gift":
+            g = attempt(lambda: svc.gift(_rq.gift(_CAT, pa, pb, str(n % 300 + 1)), t))
+            if g:
+                gifts.append((pb, g["gift_id"]))
+        elif op in ("accept", "reject") and gifts:
+            to, gid = gifts.pop(n % len(gifts))
+            attempt(lambda: svc.accept(_rq.accept(to, gid, op == "reject"), t))
+        elif op == "refund" and refs[pa]:
+            ref = refs[pa][n % len(refs[pa])]
+            attempt(lambda: svc.refund(_rq.refund(_CAT, pa, ref, str(n % 700 + 1)), t))
+        elif op == "adjust":
+            attempt(lambda: svc.adjust(_rq.adjust(_CAT, pa, str(n if n % 3 else -n // 10 - 1), "x"), t))
+        elif op == "leave" and n % 4 == 0:
+            attempt(lambda: svc.leave(pa, t))
+        elif op == "join":
+            attempt(lambda: svc.join(_rq.join(_CAT, t.date(), pa, "RU-MOW"), t))
+    for later in (0, 45, 400):
+        at = t + _dt.timedelta(days=later)
+        doc = _fleet.report(svc, at)
+        r = _fleet.reconciliation(doc)
+        assert r["flow"] == r["stock"], (later, r, doc["outstanding"], doc["held"], doc["debt"])
+        assert sum(e["points"] for e in doc["expiring"]) == doc["outstanding"]
+        assert doc["outstanding"] == sum(svc.balance(p, at)["available"] for p in _PHONES)
