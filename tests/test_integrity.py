@@ -361,3 +361,48 @@ def _alive(pid) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def test_a_parallel_batch_killed_midway_then_run_again_equals_one_clean_run(tmp_path):
+    """The parallel path (>= 200 members, --jobs 2) killed at several moments: every line written is
+    whole or sealed, and running the same file again (refs make it safe) gives exactly what one
+    clean run gives."""
+    rows = ["phone,amount,category,ref,at"]
+    for i in range(600):
+        rows.append(f"9{i % 300:09d},{100 + i}.00,mobile,k{i},2025-01-{6 + i % 20:02d}T12:00")
+    csv = tmp_path / "earn.csv"
+    csv.write_text("\n".join(rows) + "\n")
+    opening = tmp_path / "open.csv"
+    opening.write_text("phone,points,reason,ref,region,at\n" + "\n".join(
+        f"9{i:09d},10,opening,o{i},RU-MOW,2025-01-05" for i in range(300)) + "\n")
+
+    def env_for(data):
+        env = dict(os.environ, BONUSCLI_DATA_DIR=str(data), BONUSCLI_NOW="2025-02-01")
+        env.pop("BONUSCLI_FAULT", None)
+        return env
+
+    def batch(data, args, kill_after=None):
+        proc = subprocess.Popen([sys.executable, "-m", "bonuscli", *args, "--jobs", "2"], env=env_for(data),
+                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if kill_after is None:
+            return proc.wait(timeout=120)
+        time.sleep(kill_after)
+        proc.kill()
+        proc.wait()
+        time.sleep(0.8)  # the workers notice and exit
+
+    clean = tmp_path / "clean"
+    assert batch(clean, ["adjust", "--from", str(opening)]) == 0
+    assert batch(clean, ["earn", "--from", str(csv)]) == 0
+    truth = {p.name: ok(clean, "balance", p.stem, "--at", "2025-02-01")["available"]
+             for p in sorted((clean / "ledgers").glob("*.jsonl"))}
+    for k, delay in enumerate((0.3, 0.7, 1.2)):
+        data = tmp_path / f"killed{k}"
+        assert batch(data, ["adjust", "--from", str(opening)]) == 0
+        batch(data, ["earn", "--from", str(csv)], kill_after=delay)
+        code = batch(data, ["earn", "--from", str(csv)])
+        assert code == 0
+        got = {p.name: ok(data, "balance", p.stem, "--at", "2025-02-01")["available"]
+               for p in sorted((data / "ledgers").glob("*.jsonl"))}
+        assert got == truth
+        assert check(data, at="2025-02-01") == (0, "")
