@@ -28,6 +28,7 @@ from bonuscli.model import (
     RewardCategory,
     Step,
     StoreDiscount,
+    YEARS,
     to_decimal,
 )
 
@@ -35,6 +36,20 @@ MAX_BYTES = 4 * 1024 * 1024
 MAX_NODES = 200_000
 MAX_DEPTH = 64
 PERIODS = ("day", "month", "year", "ever")
+
+# Bounds of the rule numbers. Dates are in years 1900-9000 (model.YEARS) and a date computed from
+# one (an expiry, an activation, a gift deadline, a reward's end, a tenure step) must stay a date:
+# each duration is at most about a century, so from 9000 nothing passes year 9999. Points and money
+# stay far below what the exact arithmetic (28 digits) and 64-bit JSON readers hold.
+MONTHS_MAX = 1_200  # 100 years
+DAYS_MAX = 36_600  # 100 years
+HOURS_MAX = 876_000  # 100 years
+WORKING_DAYS_MAX = 26_100  # 100 years of Mondays to Fridays
+POINTS_MAX = 999_999_999  # as requests.POINTS_MAX: an adjustment, a gift, a price, a bonus
+RATE_MAX = 1_000_000  # roubles per point, points per rouble
+MONEY_MAX = Decimal("1000000000000")  # roubles: amount_max, thresholds, tier bounds
+COEFFICIENT_MAX = Decimal(100)
+DECIMALS_MAX = 4  # a coefficient or a share: exact products need few digits
 
 
 def default_path() -> Path:
@@ -198,13 +213,16 @@ class _Checker:
             return lines[key]
         return getattr(mapping, "line", 1)
 
-    def int_(self, mapping, key, where, minimum=0, null=False):
+    def int_(self, mapping, key, where, minimum=0, null=False, maximum=None, unit=""):
         value = mapping.get(key) if isinstance(mapping, dict) else None
         if value is None and null:
             return None
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             kind = "a positive whole number" if minimum >= 1 else "a whole number, 0 or more"
             self.add(self.line(mapping, key), f"{where}: {key} must be {kind} (got {_show(value)})")
+            return None
+        if maximum is not None and value > maximum:
+            self.add(self.line(mapping, key), f"{where}: {key} must be at most {maximum:,}{unit} (got {_show(value)})")
             return None
         return value
 
@@ -224,7 +242,7 @@ class _Checker:
             return None
         return value
 
-    def dec(self, mapping, key, where, positive=True, null=False):
+    def dec(self, mapping, key, where, positive=True, null=False, maximum=None, decimals=None):
         value = mapping.get(key) if isinstance(mapping, dict) else None
         if value is None and null:
             return None
@@ -236,6 +254,12 @@ class _Checker:
                 raise ValueError
         except ValueError:
             self.add(self.line(mapping, key), f"{where}: {key} must be a positive number (got {_show(value)})")
+            return None
+        if maximum is not None and d > maximum:
+            self.add(self.line(mapping, key), f"{where}: {key} must be at most {maximum:,} (got {_show(value)})")
+            return None
+        if decimals is not None and _decimals(d) > decimals:
+            self.add(self.line(mapping, key), f"{where}: {key} must have at most {decimals} decimals (got {_show(value)})")
             return None
         return d
 
@@ -254,6 +278,18 @@ class _Checker:
             else:
                 out.append(item)
         return tuple(out)
+
+
+def _decimals(d: Decimal) -> int:
+    """How many decimals a number really has ("0.990" has 2), exactly (no context rounding)."""
+    _sign, digits, exp = d.as_tuple()
+    if not isinstance(exp, int):
+        return 0
+    digits = list(digits)
+    while exp < 0 and len(digits) > 1 and digits[-1] == 0:
+        digits.pop()
+        exp += 1
+    return max(-exp, 0)
 
 
 def _show(value) -> str:
@@ -299,8 +335,14 @@ def check_schema(c: _Checker, doc, out: dict) -> None:
             except ValueError:
                 c.add(c.line(p, "closing_date"),
                       f"program: closing_date must be a date YYYY-MM-DD or null (got {_show(closing)})")
-        out["validity_months"] = c.int_(p, "points_validity_months", "program", minimum=1)
-        out["amount_max"] = c.dec(p, "amount_max", "program")
+        closing = out.get("closing_date")
+        if closing is not None and not YEARS[0] <= closing.year <= YEARS[1]:
+            c.add(c.line(p, "closing_date"),
+                  f"program: closing_date must be between {YEARS[0]} and {YEARS[1]} (got {closing})")
+            out["closing_date"] = None
+        out["validity_months"] = c.int_(p, "points_validity_months", "program", minimum=1, maximum=MONTHS_MAX,
+                                        unit=" months")
+        out["amount_max"] = c.dec(p, "amount_max", "program", maximum=MONEY_MAX)
     s = doc.get("services")
     if c.keys(s, "services", ("eligible", "ineligible", "default")):
         out["services_eligible"] = c.str_list(s, "eligible", "services")
@@ -318,7 +360,8 @@ def check_schema(c: _Checker, doc, out: dict) -> None:
                 c.add(spec.line, f"{where}: give exactly one of hours or working_days")
                 continue
             key = next(iter(spec))
-            n = c.int_(spec, key, where, minimum=0)
+            n = c.int_(spec, key, where, minimum=0, maximum=HOURS_MAX if key == "hours" else WORKING_DAYS_MAX,
+                       unit=" (100 years)")
             if n is not None:
                 methods[name] = Activation(**{key: n})
         if not methods:
@@ -326,11 +369,11 @@ def check_schema(c: _Checker, doc, out: dict) -> None:
     out["methods"] = methods
     b = doc.get("bonuses")
     if c.keys(b, "bonuses", ("welcome", "web_form", "web_profile", "referral", "card_welcome")):
-        vals = {k: c.int_(b, k, "bonuses") for k in ("welcome", "web_form", "web_profile", "referral")}
+        vals = {k: c.int_(b, k, "bonuses", maximum=POINTS_MAX) for k in ("welcome", "web_form", "web_profile", "referral")}
         cw = b.get("card_welcome")
         if c.keys(cw, "bonuses.card_welcome", ("points", "threshold_rub", "category")):
-            pts = c.int_(cw, "points", "bonuses.card_welcome")
-            thr = c.dec(cw, "threshold_rub", "bonuses.card_welcome")
+            pts = c.int_(cw, "points", "bonuses.card_welcome", maximum=POINTS_MAX)
+            thr = c.dec(cw, "threshold_rub", "bonuses.card_welcome", maximum=MONEY_MAX)
             cat = c.str_(cw, "category", "bonuses.card_welcome")
             if None not in vals.values() and None not in (pts, thr, cat):
                 out["bonuses"] = Bonuses(card_welcome=pts, card_welcome_threshold=thr,
@@ -339,7 +382,8 @@ def check_schema(c: _Checker, doc, out: dict) -> None:
     g = doc.get("gifts")
     if c.keys(g, "gifts", ("same_region", "min_points", "per_day", "per_month_points", "accept_days")):
         same = c.bool_(g, "same_region", "gifts")
-        ints = {k: c.int_(g, k, "gifts", minimum=1)
+        ints = {k: c.int_(g, k, "gifts", minimum=1, maximum=DAYS_MAX if k == "accept_days" else POINTS_MAX,
+                          unit=" days (100 years)" if k == "accept_days" else "")
                 for k in ("min_points", "per_day", "per_month_points", "accept_days")}
         if same is not None and None not in ints.values():
             out["gifts"] = GiftRules(same_region=same, **ints)
@@ -349,8 +393,8 @@ def check_schema(c: _Checker, doc, out: dict) -> None:
     sd = doc.get("store_discount")
     if c.keys(sd, "store_discount", ("reward", "points_per_rub", "max_share")):
         code = c.str_(sd, "reward", "store_discount")
-        ppr = c.int_(sd, "points_per_rub", "store_discount", minimum=1)
-        share = c.dec(sd, "max_share", "store_discount")
+        ppr = c.int_(sd, "points_per_rub", "store_discount", minimum=1, maximum=RATE_MAX)
+        share = c.dec(sd, "max_share", "store_discount", decimals=DECIMALS_MAX)
         if share is not None and share > 1:
             c.add(c.line(sd, "max_share"), f"store_discount: max_share must be at most 1 (got {share})")
             share = None
@@ -402,7 +446,7 @@ def check_rates(c: _Checker, doc, out: dict) -> None:
                 c.add(spec.line, f"{where}: give either rub_per_point or tiered: true")
                 continue
             if not tiered:
-                rpp = c.int_(spec, "rub_per_point", where, minimum=1)
+                rpp = c.int_(spec, "rub_per_point", where, minimum=1, maximum=RATE_MAX)
                 if rpp is None:
                     continue
             desc = spec.get("description") or ""
@@ -434,13 +478,17 @@ def _steps(c, e, key, bound, value_key, integer_value):
             ok = False
             continue
         if integer_value:
-            v = c.int_(row, value_key, f"{where}[{i + 1}]", minimum=1)
+            v = c.int_(row, value_key, f"{where}[{i + 1}]", minimum=1, maximum=RATE_MAX)
             v = Decimal(v) if v is not None else None
         else:
-            v = c.dec(row, value_key, f"{where}[{i + 1}]")
+            v = c.dec(row, value_key, f"{where}[{i + 1}]", maximum=COEFFICIENT_MAX, decimals=DECIMALS_MAX)
         up = row.get(bound)
         if up is not None:
-            up = c.dec(row, bound, f"{where}[{i + 1}]", positive=False)
+            if bound == "up_to_months":  # whole months, at most a century: the step's date stays a date
+                up = c.int_(row, bound, f"{where}[{i + 1}]", maximum=MONTHS_MAX, unit=" months")
+                up = Decimal(up) if up is not None else None
+            else:
+                up = c.dec(row, bound, f"{where}[{i + 1}]", positive=False, maximum=MONEY_MAX)
             if up is None:
                 ok = False
                 continue
@@ -484,7 +532,7 @@ def check_prices(c: _Checker, doc, out: dict) -> None:
             if item.get("price") is not None:
                 c.add(c.line(item, "price"), f"{where}: the store discount is priced by store_discount; price must be null")
         elif "price" in item:
-            c.int_(item, "price", where, minimum=1)
+            c.int_(item, "price", where, minimum=1, maximum=POINTS_MAX)
         rp = item.get("region_prices")
         if rp is None:
             continue
@@ -497,6 +545,8 @@ def check_prices(c: _Checker, doc, out: dict) -> None:
                 c.add(line, f"{where}: price for {region}: unknown region")
             elif isinstance(price, bool) or not isinstance(price, int) or price < 1:
                 c.add(line, f"{where}: price for {region} must be a positive whole number of points (got {_show(price)})")
+            elif price > POINTS_MAX:
+                c.add(line, f"{where}: price for {region} must be at most {POINTS_MAX:,} points (got {price})")
 
 
 REWARD_KEYS = ("code", "name", "category", "price", "validity_days", "channels")
@@ -518,7 +568,7 @@ def _limits(c, mapping, where):
         if per not in PERIODS:
             c.add(c.line(lim, "per"), f"{where}: limit period '{per}' unknown (use day, month, year or ever)")
             continue
-        n = c.int_(lim, "max", f"{where}: limit", minimum=1)
+        n = c.int_(lim, "max", f"{where}: limit", minimum=1, maximum=POINTS_MAX)
         if n is not None:
             out.append(Limit(per, n))
     return tuple(out)
@@ -568,7 +618,7 @@ def check_rewards(c: _Checker, doc, out: dict) -> None:
         price = item.get("price") if not is_store else None
         validity = item.get("validity_days")
         if validity is not None and not is_store:
-            validity = c.int_(item, "validity_days", where, minimum=1)
+            validity = c.int_(item, "validity_days", where, minimum=1, maximum=DAYS_MAX, unit=" days (100 years)")
         elif validity is None and not is_store:
             c.add(c.line(item, "validity_days"), f"{where}: validity_days must be a positive whole number")
         codes = {}
@@ -736,7 +786,8 @@ def load(path: Path, shown: str, cache_dir: Path | None = None, defer: list | No
         try:
             key = identity(path)
             cached = _cache_file(cache_dir, key)
-            with open(cached, "rb") as f:
+            fd = os.open(cached, os.O_RDONLY | os.O_NOFOLLOW)
+            with os.fdopen(fd, "rb") as f:
                 doc = json.loads(f.read())
             if doc.get("format") == CACHE_FORMAT and doc.get("key") == key:
                 cat = from_plain(doc["catalog"])
@@ -763,7 +814,11 @@ def _save(cache_dir: Path, cached: Path, key: str, cat: Catalog) -> None:
 
         make_private_dir(cache_dir)
         tmp = cached.with_suffix(f".{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         os.fchmod(fd, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump({"format": CACHE_FORMAT, "key": key, "catalog": to_plain(cat)}, f, ensure_ascii=False)

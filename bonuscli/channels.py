@@ -42,7 +42,7 @@ def parse_sms(cat: Catalog, text: str, member: bool) -> Action:
         return Action("forecast", {})
     if head in ("DAR", "PRESENT"):
         if len(words) >= 3 and re.fullmatch(r"[0-9]+", words[-1]):
-            return Action("gift", {"to": " ".join(words[1:-1]), "points": int(words[-1])})
+            return Action("gift", {"to": " ".join(words[1:-1]), "points": words[-1]})
         return Action("unknown", {"hint": f"to gift, send {head} <phone> <points>, e.g. {head} 9161234567 100"})
     if len(words) == 1:
         word = words[0].lower()

@@ -147,7 +147,7 @@ def env_of(ctx: click.Context) -> Env:
         if env.at_text is not None:  # a malformed --at / BONUSCLI_NOW is bad input for every command
             import datetime
 
-            model.parse_when(env.at_text, datetime.timezone.utc)
+            rq.when(env.at_text, datetime.timezone.utc)
     return root.meta["env"]
 
 
@@ -818,9 +818,11 @@ def from_batch(ctx, env, source, kind, title, jobs, given: dict, dry_run=False):
     if code:
         kind_slug = {3: "files", 2: "bad-rows", 1: "refused-rows"}[code]
         first = next((p for p in problems if p["code"] == code), problems[0])
-        render.error(model.EXIT_CLASSES[code](
-            f"{counts['errors']} malformed and {counts['refused']} refused of {counts['rows']} rows "
-            f"(line {first['line']}: {first['message']})", kind_slug), env.as_json)
+        unwritten = sum(1 for p in problems if p["code"] == 3)
+        what = (f"{unwritten} not written (the files are in trouble), " if unwritten else "") + \
+            f"{counts['errors'] - unwritten} malformed and {counts['refused']} refused of {counts['rows']} rows"
+        render.error(model.EXIT_CLASSES[code](f"{what} (line {first['line']}: {first['message']})", kind_slug),
+                     env.as_json)
     ctx.exit(code)
 
 
@@ -1051,7 +1053,7 @@ def diff_cmd(ctx, old, new, ledgers, scenario, fail_on, engine, scheduler):
     if ledgers or scenario:
         if scenario:
             files, times = diff_mod.scenario_ledgers(scenario, old, render.warn)
-            at_text = env.at_text or max(times, key=lambda t: model.parse_when(t, old_cat.tz))
+            at_text = env.at_text or max(times, key=lambda t: rq.when(t, old_cat.tz))
         else:
             files, at_text = None, env.at_text
         import datetime

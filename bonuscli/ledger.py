@@ -489,7 +489,9 @@ class FileStore:
             if e.errno == errno.ELOOP:
                 raise FilesError(f"{path} is a symbolic link; nothing was written", "unsafe-file")
             raise FilesError(f"cannot open ledger {path} for writing: {e.strerror or e}", "disk")
+        size = None
         try:
+            size = os.fstat(fd).st_size
             if fault:
                 fault("before-write", phone)
             view = memoryview(data)
@@ -500,9 +502,19 @@ class FileStore:
                 fault("before-fsync", phone)
             os.fsync(fd)
         except OSError as e:
+            # not acknowledged: take back what was written (we hold the lock; these bytes are ours)
+            undone = False
+            if size is not None:
+                try:
+                    os.ftruncate(fd, size)
+                    os.fsync(fd)
+                    undone = True
+                except OSError:
+                    pass
             raise FilesError(
-                f"could not write ledger {path}: {e.strerror or e}; what was written is not acknowledged "
-                "and a torn line will be sealed by the next command",
+                f"could not write ledger {path}: {e.strerror or e}; nothing was recorded"
+                if undone else f"could not write ledger {path}: {e.strerror or e}; what was written is not "
+                "acknowledged and a torn line will be sealed by the next command",
                 "disk",
             )
         finally:
@@ -577,21 +589,30 @@ Store = FileStore
 
 class MemoryStore:
     """Ledgers as bytes in memory: the same lines, parser and chain as files, no locks, no fsync.
-    Used to simulate (diff --ledgers, scenarios) through the one service path."""
+    Used to simulate (diff --ledgers, scenarios) through the one service path. Each ledger's lines
+    are decoded once, when appended, and kept with the bytes."""
 
     def __init__(self, files: dict | None = None):
-        self.files: dict = {p: bytearray(b) for p, b in (files or {}).items()}
+        self.files: dict = {}
+        self.reads: dict = {}  # phone -> LedgerRead of files[phone] as it is now
         self.snapshots: dict = {}
         self.root = Path("<memory>")
+        self._paths: dict = {}
+        for p, b in (files or {}).items():
+            self.files[p] = bytearray(b)
+            self.reads[p] = parse(self.path(p), bytes(b))
 
     def path(self, phone: str) -> Path:
-        return Path("<memory>") / f"{phone}.jsonl"
+        path = self._paths.get(phone)
+        if path is None:
+            path = self._paths[phone] = Path("<memory>") / f"{phone}.jsonl"
+        return path
 
     def read(self, phone: str, verify: bool = False) -> LedgerRead:
-        data = self.files.get(phone)
-        if data is None:
+        led = self.reads.get(phone)
+        if led is None:
             return LedgerRead(self.path(phone), (), None, 0, exists=False)
-        return parse(self.path(phone), bytes(data))
+        return led
 
     def read_after(self, phone, offset, last_len, last_hash, first, verify=False):
         return None
@@ -610,7 +631,16 @@ class MemoryStore:
         yield
 
     def append(self, phone: str, events, ledger: LedgerRead, fault=None) -> None:
-        self.files.setdefault(phone, bytearray()).extend(chained(phone, events, ledger))
+        data = chained(phone, events, ledger)
+        buf = self.files.setdefault(phone, bytearray())
+        old = self.reads.get(phone)
+        buf.extend(data)
+        if old is None or old.torn is not None:
+            self.reads[phone] = parse(self.path(phone), bytes(buf))
+            return
+        new = parse(self.path(phone), data, old.lines + 1, old.size, old.tail)
+        self.reads[phone] = LedgerRead(old.path, old.events + new.events, new.torn, new.size, new.tail, new.pretail,
+                                       new.lines)
 
     def load_snapshot(self, phone):
         return None
@@ -651,4 +681,16 @@ def _link(chunks: list, event: dict, prev) -> bytes:
 
 
 def encode(event: dict) -> bytes:
-    return (json.dumps(event, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+    """An event as one ledger line: compact JSON, UTF-8, keys in order (orjson writes the same bytes
+    as json.dumps(ensure_ascii=False, separators=(",", ":")) for ledger events; tests check it)."""
+    try:
+        return _orjson_dumps(event) + b"\n"
+    except (TypeError, ValueError):  # e.g. an integer beyond 64 bits: the stdlib writes it
+        return (json.dumps(event, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+
+
+try:
+    from orjson import dumps as _orjson_dumps
+except ImportError:  # pragma: no cover
+    def _orjson_dumps(event):
+        raise TypeError("orjson is not installed")

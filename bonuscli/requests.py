@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
+import re
 from decimal import Decimal
 from typing import NamedTuple, Optional
 
-from bonuscli.model import BadInput, Catalog, normalize_phone, parse_amount, parse_date, parse_when
+from bonuscli.model import YEARS, BadInput, Catalog, normalize_phone, parse_amount, parse_date, parse_when
 
 POINTS_MAX = 999_999_999  # an adjustment or a count beyond this is a typo, not a number of points
 REF_MAX = 200
 REASON_MAX = 500
+SHOWN_MAX = 40  # an input echoed in a message is cut to this many characters (one readable line)
 
 
 def suggest(value: str, choices, what: str) -> str:
@@ -32,18 +34,36 @@ def _printable(text: str) -> bool:
     return all(ord(c) >= 32 and ord(c) != 127 for c in text)
 
 
+def shown(text) -> str:
+    """An input as a message quotes it: repr, cut to SHOWN_MAX characters (a 5,000-digit number stays
+    one readable line)."""
+    try:
+        s = "" if text is None else str(text)
+    except ValueError:  # an int of more than 4,300 digits cannot even be turned into text
+        return "a number of thousands of digits"
+    if len(s) <= SHOWN_MAX:
+        return repr(s)
+    return f"{s[:SHOWN_MAX - 10]!r}... ({len(s):,} characters)"
+
+
 # ---------------------------------------------------------------- values
 
 
 def phone(text) -> str:
     if text is None or not str(text).strip():
         raise BadInput("a phone number is missing", "bad-phone")
+    if len(str(text).strip()) > SHOWN_MAX:
+        raise BadInput(f"not a phone number: {shown(text)} (use 10 digits, e.g. 9161234567, +7 916 123-45-67 "
+                       "or 89161234567)", "bad-phone")
     return normalize_phone(text)
 
 
 def amount(text, cat: Catalog, what: str = "amount") -> Decimal:
     if text is None or not str(text).strip():
         raise BadInput(f"{what} is missing", "bad-amount")
+    if len(str(text).strip()) > SHOWN_MAX:  # never a valid amount: refused without echoing all of it
+        raise BadInput(f"{what} must be a number of roubles with at most 2 decimals, e.g. 499.90 "
+                       f"(got {shown(text)})", "bad-amount")
     return parse_amount(text, cat.amount_max, what)
 
 
@@ -51,7 +71,7 @@ def count(text, what: str = "POINTS") -> int:
     """A whole number of points that must be positive (a gift, --points)."""
     n = _integer(text, what)
     if n < 1:
-        raise BadInput(f"{what} must be a whole number of points of at least 1 (got {text!r})", "bad-points")
+        raise BadInput(f"{what} must be a whole number of points of at least 1 (got {shown(text)})", "bad-points")
     return n
 
 
@@ -64,16 +84,25 @@ def signed_points(text, what: str = "POINTS") -> int:
 
 
 def _integer(text, what: str) -> int:
-    if isinstance(text, int) and not isinstance(text, bool):
-        s = str(text)
+    """ASCII digits with an optional sign, at most POINTS_MAX: anything else is BadInput, never a
+    ValueError (a Unicode digit such as '²' passes str.isdigit() but not int(); Python refuses to
+    convert more than 4,300 digits; both are bad input, exit 2)."""
+    if isinstance(text, bool):
+        raise BadInput(f"{what} must be a whole number of points (got {shown(text)})", "bad-points")
+    if isinstance(text, int):
+        n = text
     else:
         s = str(text if text is not None else "").strip()
-    body = s[1:] if s[:1] in "+-" else s
-    if not body or not body.isascii() or not body.isdigit():
-        raise BadInput(f"{what} must be a whole number of points (got {text!r})", "bad-points")
-    n = int(s)
+        sign = -1 if s[:1] == "-" else 1
+        body = s[1:] if s[:1] in "+-" else s
+        if not body or not body.isascii() or not body.isdigit():
+            raise BadInput(f"{what} must be a whole number of points (got {shown(text)})", "bad-points")
+        digits = body.lstrip("0") or "0"
+        if len(digits) > len(str(POINTS_MAX)):
+            raise BadInput(f"{what} must be at most {POINTS_MAX:,} points (got {shown(text)})", "bad-points")
+        n = sign * int(digits)
     if abs(n) > POINTS_MAX:
-        raise BadInput(f"{what} must be at most {POINTS_MAX:,} points (got {text!r})", "bad-points")
+        raise BadInput(f"{what} must be at most {POINTS_MAX:,} points (got {shown(text)})", "bad-points")
     return n
 
 
@@ -98,11 +127,38 @@ def reason(text) -> str:
 
 
 def date(text, what: str = "date") -> dt.date:
+    if text is not None and len(str(text).strip()) > SHOWN_MAX:
+        raise BadInput(f"{what} must be a date YYYY-MM-DD (got {shown(text)})", "bad-date")
     return parse_date(text, what)
 
 
-def when(text, tz) -> dt.datetime:
-    return parse_when(text, tz).astimezone(tz)
+_DATE_WITH_OFFSET = re.compile(r"^(\d{4}-?\d{2}-?\d{2})([zZ]|[+-]\d{2}(?::?\d{2})?)$")
+_FRACTION = re.compile(r"\d[.,]\d")
+
+
+def when(text, tz, what: str = "--at") -> dt.datetime:
+    """An instant (`--at`, a batch row's `at`) in program time. Keeps or refuses, never drops
+    (CLI.md): a trailing Z (or an offset) on a date alone is midnight at that offset; fractional
+    seconds are refused rather than cut."""
+    s = "" if text is None else str(text).strip()
+    bad = BadInput(f"{what + ': ' if what != '--at' else ''}not a date or time: {shown(text)} (use ISO 8601, "
+                   "e.g. 2025-03-01 or 2025-03-01T12:00+03:00)", "bad-date")
+    if not s or len(s) > 64:
+        raise bad
+    if _FRACTION.search(s[8:]):
+        raise BadInput(f"{what} {shown(text)}: fractional seconds cannot be kept (instants are recorded to the "
+                       "second); give whole seconds, e.g. 2025-03-01T12:00:05", "bad-date")
+    m = _DATE_WITH_OFFSET.match(s)
+    if m:  # Python 3.11 reads '2025-02-02+00:00' as a naive midnight: the offset would be lost
+        offset = "+00:00" if m.group(2) in "zZ" else m.group(2)
+        s = f"{m.group(1)}T00:00{offset}"
+    try:
+        at = parse_when(s, tz)
+    except BadInput as e:
+        if "between" in e.message:
+            raise BadInput(f"{what} must be between {YEARS[0]} and {YEARS[1]} (got {shown(text)})", "bad-date")
+        raise bad
+    return at.astimezone(tz)
 
 
 def region(cat: Catalog, text) -> str:
@@ -117,8 +173,8 @@ def region(cat: Catalog, text) -> str:
         close = difflib.get_close_matches(str(text).strip().lower(), list(by_name), n=1, cutoff=0.6)
         hint = f"; did you mean '{by_name[close[0]]}' ({cat.regions[by_name[close[0]]]})?" if close else \
             suggest(code, cat.regions, "region")
-    raise BadInput(f"unknown region '{text}'{hint} (e.g. RU-MOW, RU-SPE, RU-BRY; `bonuscli regions` lists them)",
-                   "unknown-region")
+    raise BadInput(f"unknown region {shown(text)}{hint} (e.g. RU-MOW, RU-SPE, RU-BRY; `bonuscli regions` lists "
+                   "them)", "unknown-region")
 
 
 def category(cat: Catalog, text) -> str:
@@ -126,7 +182,7 @@ def category(cat: Catalog, text) -> str:
     if not c:
         raise BadInput("a category is missing (e.g. mobile, card, taxi)", "usage")
     if c not in cat.categories and c not in cat.ineligible:
-        raise BadInput(f"unknown category '{c}'{suggest(c, list(cat.categories) + list(cat.ineligible), 'category')} "
+        raise BadInput(f"unknown category {shown(c)}{suggest(c, list(cat.categories) + list(cat.ineligible), 'category')} "
                        f"(earning: {', '.join(cat.categories)})", "unknown-category")
     return c
 
@@ -134,7 +190,7 @@ def category(cat: Catalog, text) -> str:
 def reward(cat: Catalog, text) -> str:
     code = "" if text is None else str(text).strip()
     if code not in cat.rewards:
-        raise BadInput(f"unknown reward '{code}'{suggest(code, cat.rewards, 'reward')}; `bonuscli catalog` lists "
+        raise BadInput(f"unknown reward {shown(code)}{suggest(code, cat.rewards, 'reward')}; `bonuscli catalog` lists "
                        "the codes", "unknown-reward")
     return code
 
@@ -142,14 +198,14 @@ def reward(cat: Catalog, text) -> str:
 def channel(cat: Catalog, text) -> str:
     ch = str(text).strip().lower()
     if ch not in cat.channels:
-        raise BadInput(f"unknown channel '{text}' (channels: {', '.join(cat.channels)})", "unknown-channel")
+        raise BadInput(f"unknown channel {shown(text)} (channels: {', '.join(cat.channels)})", "unknown-channel")
     return ch
 
 
 def method(cat: Catalog, text) -> str:
     m = str(text).strip().lower()
     if m not in cat.methods:
-        raise BadInput(f"unknown join method '{text}' (methods: {', '.join(cat.methods)})", "unknown-method")
+        raise BadInput(f"unknown join method {shown(text)} (methods: {', '.join(cat.methods)})", "unknown-method")
     return m
 
 
@@ -159,7 +215,7 @@ def services(cat: Catalog, text) -> list:
     svc = [s for s in svc if s]
     for s in svc:
         if s not in known:
-            raise BadInput(f"unknown service '{s}' (services: {', '.join(known)})", "unknown-service")
+            raise BadInput(f"unknown service {shown(s)} (services: {', '.join(known)})", "unknown-service")
     if not svc:
         raise BadInput("--services needs at least one service", "unknown-service")
     return list(dict.fromkeys(svc))
@@ -168,14 +224,14 @@ def services(cat: Catalog, text) -> list:
 def email(text) -> str:
     s = str(text).strip()
     if "@" not in s or any(c.isspace() for c in s) or len(s) > 254 or not _printable(s):
-        raise BadInput(f"not an e-mail address: {text!r}", "bad-email")
+        raise BadInput(f"not an e-mail address: {shown(text)}", "bad-email")
     return s
 
 
 def gift_id(text) -> str:
     g = str(text).strip().lower()
     if not g.isascii() or not g.isalnum() or len(g) > 32:
-        raise BadInput(f"not a gift id: {text!r}", "bad-gift-id")
+        raise BadInput(f"not a gift id: {shown(text)}", "bad-gift-id")
     return g
 
 
@@ -183,6 +239,8 @@ def total_rub(text, what: str) -> Decimal:
     """A non-negative rouble total (0 allowed), exact."""
     if text is None or str(text).strip() in ("0", "0.0", "0.00"):
         return Decimal(0)
+    if len(str(text).strip()) > SHOWN_MAX:
+        raise BadInput(f"{what} must be a number of roubles with at most 2 decimals (got {shown(text)})", "bad-amount")
     return parse_amount(text, Decimal("1000000000000"), what)
 
 

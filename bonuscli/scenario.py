@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import NamedTuple, Optional
 
 from bonuscli import render
-from bonuscli.model import BadInput, BonusError, FilesError, Problem, normalize_phone, parse_when, zone
+from bonuscli.model import BadInput, BonusError, FilesError, Problem, normalize_phone, zone
+from bonuscli.requests import when as rq_when
 
 
 class Spec(NamedTuple):
@@ -247,7 +248,7 @@ def _parse_step(path, index, snode, members, labels, problems):
         at_node = keys["at"][1]
         at = at_node.value if isinstance(at_node, yaml.ScalarNode) else ""
         try:
-            parse_when(at, zone("Europe/Moscow"))
+            rq_when(at, zone("Europe/Moscow"))
         except BadInput:
             problems.append(Problem(path, _line(at_node), f"step {index}: at: not an ISO date or date-time: {at!r}"))
             bad = True
@@ -526,7 +527,7 @@ def invoke(svc, step: Step, values: dict) -> Outcome:
     from bonuscli import render
 
     try:
-        now = parse_when(step.at, svc.catalog.tz).astimezone(svc.catalog.tz)
+        now = rq_when(step.at, svc.catalog.tz)
         doc = execute(svc, step.command, values, now)
     except BonusError as e:
         doc = getattr(e, "doc", None)

@@ -108,6 +108,9 @@ class Service:
         # a one-shot process (the CLI) keeps what it read until it exits without freeing it: freeing
         # a replay of 100,000 events one object at a time costs more than a third of reading it
         self.keep_alive: list | None = None
+        # a simulation (MemoryStore) keeps each member's state live between requests, which come in
+        # time order: phone -> Member as of its last use, extended with what this service writes
+        self.live: dict | None = None
 
     def finish(self) -> None:
         """After a command succeeded: write the derived files it deferred."""
@@ -143,6 +146,8 @@ class Service:
     def _member(self, phone, now, register, full, ledgers):
         t = now if isinstance(now, int) else rules.seconds(now)
         ledgers = ledgers if ledgers is not None else {}
+        if self.live is not None and not register:
+            return self._live(phone, t, full, ledgers)
         if not register and self.snapshots:
             m = self._resume(phone, t, full, ledgers)
             if m is not None:
@@ -155,6 +160,29 @@ class Service:
             if last is not None and last > t:
                 t = last
         return self._replay(phone, led, t, register, verified=full)
+
+    def _live(self, phone: str, t: int, full: bool, ledgers: dict):
+        """The member kept live (simulations): moved forward to `t` when nothing of it waits on another
+        ledger (then that is exactly a replay from scratch: only expiries and scheduled effects of its
+        own lines), else replayed from scratch and kept."""
+        led = self.store.read(phone)
+        ledgers[phone] = led
+        m = self.live.get(phone)
+        if full:
+            last = _last_at(led.events)
+            if last is not None and last > t:
+                t = last
+        if (m is not None and m.count == len(led.events) and m.now is not None and t >= m.now
+                and rules.settled_state(m) and not rules.peers_needed(m.own, t)):
+            rules.advance_to(m, t)
+            return m
+        m = self._replay(phone, led, t, False)
+        last = _last_at(led.events)
+        if last is None or t >= last:  # every line applied: it can be carried forward
+            self.live[phone] = m
+        else:  # as of an earlier moment: later lines were left out
+            self.live.pop(phone, None)
+        return m
 
     def _peers(self, phone: str, events, t: int) -> dict:
         """The ledgers of the members these events wait on; an unreadable one reads as absent
@@ -257,7 +285,14 @@ class Service:
             led = ledgers[phone]
             evs = (rules.seals(self.catalog, m, t) if m is not None else []) + list(events)
             count = (m.count if m is not None else len(led.events)) + (1 if led.torn else 0)
-            self.store.append(phone, stamp(phone, count, evs), led, self.fault)
+            stamped = stamp(phone, count, evs)
+            self.store.append(phone, stamped, led, self.fault)
+            if self.live is not None:
+                if m is not None and self.live.get(phone) is m and not led.torn:
+                    for e in stamped:
+                        rules.extend(m, e)
+                else:
+                    self.live.pop(phone, None)
 
     # ------------------------------------------------------------ the commands that write
 
@@ -583,10 +618,12 @@ def open_dir(data_dir: Path, catalog_path: Path, shown: str, lock_timeout: float
     return svc
 
 
-def in_memory(cat: Catalog, files: dict | None = None) -> Service:
+def in_memory(cat: Catalog, files: dict | None = None, live: bool = True) -> Service:
     from bonuscli.ledger import MemoryStore
 
-    return Service(MemoryStore(files), cat, "memory", snapshots=False)
+    svc = Service(MemoryStore(files), cat, "memory", snapshots=False)
+    svc.live = {} if live else None
+    return svc
 
 
 __all__ = ["Service", "open_dir", "in_memory", "stamp", "decided", "reward_json", "catalog_rows", "calc",

@@ -205,7 +205,7 @@ class World:
             if amount > cat.amount_max:
                 return Refusal(2, "bad-amount", f"amount {a['amount']} is above this catalog's {cat.amount_max}")
             return self._transact([phone], now, lambda ms: rules.earn(cat, ms[phone], now, amount, a["category"],
-                                                                      a.get("ref")))
+                                                                      a.get("ref"), explain=False))
         if req.command == "redeem":
             price = Decimal(a["price_rub"]) if a.get("price_rub") is not None else None
             return self._transact([phone], now, lambda ms: rules.redeem(cat, ms[phone], now, a["code"], a["channel"],

@@ -779,3 +779,16 @@ def test_disk_error_on_join_json(sub, run, data_dir):
     assert r.exit_code == 1, r.stderr  # readable, not a member
     assert join(run)["balance"] == 150
     assert [e["type"] for e in events(ledger_path(data_dir))] == ["join"]
+
+
+@given(st.dictionaries(st.text(max_size=12), st.one_of(
+    st.text(), st.integers(min_value=-(2**63), max_value=2**63 - 1), st.booleans(), st.none(),
+    st.lists(st.dictionaries(st.text(max_size=5), st.one_of(st.text(max_size=10), st.integers(-1000, 1000))),
+             max_size=3)), max_size=8))
+def test_ledger_lines_are_the_bytes_json_dumps_would_write(event):
+    """`ledger.encode` uses orjson for speed; the bytes must be exactly the stdlib's compact UTF-8
+    JSON, so the hash chain never depends on which encoder wrote a line."""
+    from bonuscli.ledger import encode
+
+    want = (json.dumps(event, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+    assert encode(event) == want

@@ -429,14 +429,15 @@ def test_disk_full_during_earn(template, tmp_path, phase):
     assert r.returncode == 3
     doc = json.loads(r.stderr)
     assert doc["error"]["code"] == 3 and "No space left" in doc["error"]["message"]
-    # the ledger is readable, sound, and the earn is in it once or not at all (never acknowledged)
+    # the ledger is readable and sound; a write that failed before its fsync returned was taken back
+    # (the command said it failed, so nothing of it stays); after the fsync it is in, once
     code, err2 = check_ledgers(data)
     assert code == 0, err2
     a = ok(data, "balance", A, "--at", T1)["available"]
-    assert a == (350 if phase == "before-write" else 450)
+    assert a == (450 if phase == "after-fsync" else 350)
     # the caller retries with the same ref: applied exactly once
     doc = ok(data, *args)
-    assert doc["balance"] == 450 and doc["duplicate"] is (phase != "before-write")
+    assert doc["balance"] == 450 and doc["duplicate"] is (phase == "after-fsync")
     assert check_ledgers(data) == (0, "")
 
 
