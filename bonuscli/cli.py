@@ -735,9 +735,8 @@ def path_cmd(ctx, phone):
 
 
 def earn_human(v):
-    text = kv(v, ["phone", "amount", "category", "points", "coefficient", "rub_per_point", "duplicate", "balance"])
-    if v.get("debt_repaid") or v.get("debt"):
-        text += "\n" + kv(v, ["debt_repaid", "debt"])
+    text = kv(v, ["phone", "amount", "category", "points", "coefficient", "rub_per_point", "duplicate", "balance"]
+              + (["debt_repaid", "debt"] if v.get("debt_repaid") or v.get("debt") else []))
     for b in v.get("bonuses", ()):
         text += f"\nbonus          {b['reason']} +{b['points']}"
     if v.get("dry_run"):

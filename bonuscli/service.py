@@ -580,7 +580,7 @@ def calc(cat: Catalog, now, amount_text, category_text, tenure_months=None, cust
     since = rq.date(customer_since_text, "--customer-since") if customer_since_text else None
     last = rq.total_rub(card_last_month_text, "--card-last-month")
     on = dt.date.fromordinal(rules.calendar_of(cat).day(rules.seconds(now))) if since is not None else None
-    category = str(category_text).strip().lower()
+    category = rq.category(cat, category_text)
     return decided(rules.calc(cat, value, category, months=tenure_months, since=since, on=on,
                               card_last_month=last)).view
 
