@@ -326,6 +326,19 @@ class Conflict(FilesError):
     """Another process created the same new ledger between our read and our write: read again."""
 
 
+def _write_all(fd: int, data: bytes, phone: str, fault=None) -> None:
+    """Write every byte, then fsync (the crash tests' fault points around both)."""
+    if fault:
+        fault("before-write", phone)
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+    if fault:
+        fault("before-fsync", phone)
+    os.fsync(fd)
+
+
 def _fsync_dir(path: Path) -> None:
     try:
         dfd = os.open(path, os.O_RDONLY)
@@ -492,15 +505,7 @@ class FileStore:
         size = None
         try:
             size = os.fstat(fd).st_size
-            if fault:
-                fault("before-write", phone)
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-            if fault:
-                fault("before-fsync", phone)
-            os.fsync(fd)
+            _write_all(fd, data, phone, fault)
         except OSError as e:
             # not acknowledged: take back what was written (we hold the lock; these bytes are ours)
             undone = False
@@ -532,15 +537,7 @@ class FileStore:
         try:
             try:
                 os.fchmod(fd, 0o600)
-                if fault:
-                    fault("before-write", phone)
-                view = memoryview(data)
-                while view:
-                    written = os.write(fd, view)
-                    view = view[written:]
-                if fault:
-                    fault("before-fsync", phone)
-                os.fsync(fd)
+                _write_all(fd, data, phone, fault)
             finally:
                 os.close(fd)
             try:
