@@ -406,3 +406,21 @@ def test_a_parallel_batch_killed_midway_then_run_again_equals_one_clean_run(tmp_
                for p in sorted((data / "ledgers").glob("*.jsonl"))}
         assert got == truth
         assert check(data, at="2025-02-01") == (0, "")
+
+
+def test_stored_control_characters_are_escaped_when_shown(tmp_path):
+    """Text stored by an older bonuscli (before the request layer refused control characters) never
+    reaches the terminal raw: `history` and `explain` escape it."""
+    data = tmp_path / "data"
+    ok(data, "join", A, "--region", "RU-MOW", "--at", T0)
+    path = ledger(data, A)
+    events = [json.loads(r) for r in lines_of(path)]
+    events.append({"v": 2, "id": f"{A}.2", "type": "adjust", "at": "2025-03-01T13:00:00+03:00", "points": 5,
+                   "reason": "\x1b[2J\x1b[31mgotcha\rfake line", "ref": "r\x07"})
+    write_lines(path, rechain(A, events))
+    for args in (("history", A), ("explain", A, f"{A}.2")):
+        code, doc, err, stderr = run(data, *args, "--at", T1)
+        r = CliRunner().invoke(cli, ["--data-dir", str(data), *args, "--at", T1])
+        assert r.exit_code == 0, r.stderr
+        assert "\x1b" not in r.stdout and "\r" not in r.stdout and "\x07" not in r.stdout
+        assert "\\x1b" in r.stdout
