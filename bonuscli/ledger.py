@@ -243,14 +243,21 @@ def _parse_clean(lines):
     return events
 
 
+def _open_error(path: Path, e: OSError, fix: str, what: str, kind: str) -> FilesError:
+    """The error for a file of the data directory that could not be opened (a symbolic link: refused)."""
+    if e.errno == errno.ELOOP:
+        return FilesError(f"{path} is a symbolic link; bonuscli opens nothing in its data directory through one "
+                          f"({fix})", "unsafe-file")
+    return FilesError(f"cannot open {what} {path}: {e.strerror or e}", kind)
+
+
 def _read_bytes(path: Path) -> bytes:
     """A file's bytes, never through a symbolic link (FileNotFoundError when there is none)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
     except OSError as e:
         if e.errno == errno.ELOOP:
-            raise FilesError(f"{path} is a symbolic link; bonuscli opens nothing in its data directory through "
-                             "one (replace it with the real file)", "unsafe-file")
+            raise _open_error(path, e, "replace it with the real file", "file", "unsafe-file")
         raise
     with os.fdopen(fd, "rb") as f:
         return f.read()
@@ -427,10 +434,7 @@ class FileStore:
                 except FileNotFoundError:
                     continue
                 except OSError as e:
-                    if e.errno == errno.ELOOP:
-                        raise FilesError(f"{ledger} is a symbolic link; bonuscli opens nothing in its data directory "
-                                         "through one (replace it with the real file)", "unsafe-file")
-                    raise FilesError(f"cannot open ledger {ledger}: {e.strerror or e}", "ledger-unreadable")
+                    raise _open_error(ledger, e, "replace it with the real file", "ledger", "ledger-unreadable")
                 fds.append(fd)
                 self._flock(fd, phone, deadline)
             yield
@@ -447,10 +451,7 @@ class FileStore:
                 self.prepare()
                 continue
             except OSError as e:
-                if e.errno == errno.ELOOP:
-                    raise FilesError(f"{path} is a symbolic link; bonuscli opens nothing in its data directory "
-                                     "through one (delete it: lock files are rebuilt)", "unsafe-file")
-                raise FilesError(f"cannot open lock file {path}: {e.strerror or e}", "lock")
+                raise _open_error(path, e, "delete it: lock files are rebuilt", "lock file", "lock")
             try:
                 if os.fstat(fd).st_mode & 0o777 != 0o600:
                     os.fchmod(fd, 0o600)
