@@ -16,7 +16,7 @@ and prints the medians and µs per event = (balance - calc floor) / N.
 
     python benchmarks/replay.py --events 20000 --dir /tmp/replay-20k
     python benchmarks/replay.py --dir /tmp/replay-100k                       # 100,000 events
-    python benchmarks/replay.py --dir /tmp/replay-100k --env PYTHONPATH=/work/legacy   # the release
+    python benchmarks/replay.py --dir /tmp/replay-100k --env PYTHONPATH=/path/to/bonuscli-0.1.0   # the release
     python benchmarks/replay.py --dir /tmp/replay-100k --decoders            # JSON decoders, µs per line
 
 Standard library only; bonuscli is only ever run as `PYTHON -m bonuscli` in a subprocess, from an

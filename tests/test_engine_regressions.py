@@ -1,6 +1,6 @@
 """Regressions of the released engine, pinned through the command line only.
 
-Each test states the part of the contract (docs in /work/shared/spec: CLI.md,
+Each test states the part of the contract (the product spec: CLI.md,
 RULES.md; docs/ledger.md) it holds the engine to. All of them failed on the
 released code (the engine before the rewrite); the failure each one caught is
 named in its docstring.
