@@ -424,3 +424,23 @@ def test_stored_control_characters_are_escaped_when_shown(tmp_path):
         assert r.exit_code == 0, r.stderr
         assert "\x1b" not in r.stdout and "\r" not in r.stdout and "\x07" not in r.stdout
         assert "\\x1b" in r.stdout
+
+
+def test_a_writer_holding_a_ledger_keeps_it_when_locks_are_deleted(tmp_path):
+    """Deterministic form of the race: one writer holds a member; `locks/` is deleted; a second
+    writer must still wait (and here time out), because the ledger file itself is locked."""
+    from bonuscli.ledger import FileStore
+
+    data = tmp_path / "data"
+    ok(data, "join", A, "--region", "RU-MOW", "--at", T0)
+    store = FileStore(data, lock_timeout=5)
+    env = dict(os.environ, BONUSCLI_DATA_DIR=str(data), BONUSCLI_LOCK_TIMEOUT="1")
+    env.pop("BONUSCLI_FAULT", None)
+    before = ledger(data, A).read_bytes()
+    with store.locked([A]):
+        shutil.rmtree(data / "locks")
+        r = subprocess.run([sys.executable, "-m", "bonuscli", "earn", A, "100", "--category", "mobile", "--at", T1,
+                            "--json"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
+    assert r.returncode == 3, r.stderr
+    assert json.loads(r.stderr.strip().splitlines()[-1])["error"]["kind"] == "lock-timeout"
+    assert ledger(data, A).read_bytes() == before
