@@ -15,6 +15,7 @@ import itertools
 import json
 import os
 import sys
+import zlib
 from typing import Callable, NamedTuple
 
 from bonuscli import requests as rq
@@ -42,9 +43,9 @@ class Spec(NamedTuple):
 
 def _open(source: str):
     if source == "-":
-        return sys.stdin
+        return getattr(sys.stdin, "buffer", sys.stdin)
     try:
-        return open(source, encoding="utf-8", newline="")
+        return open(source, "rb")
     except FileNotFoundError:
         raise BadInput(f"no such file: {source}", "no-file")
     except IsADirectoryError:
@@ -53,19 +54,41 @@ def _open(source: str):
         raise FilesError(f"cannot read {source}: {e.strerror or e}", "unreadable")
 
 
-def _lines(text: str):
-    """(line number, line) for each line of the file: split at "\\n" only (a U+2028 or U+0085 inside a
-    JSON string is no line break), a "\\r" before it dropped (CRLF files), a BOM at the start dropped."""
-    if text.startswith("\ufeff"):
-        text = text[1:]
-    for n, line in enumerate(text.split("\n"), start=1):
-        yield n, line[:-1] if line.endswith("\r") else line
+def _lines(source: str):
+    """(line number, line) for each non-blank line of the file, streamed: split at "\\n" only (a U+2028
+    or U+0085 inside a JSON string is no line break), a "\\r" before it dropped (CRLF files), a BOM at
+    the start dropped. A file that is not UTF-8 is BadInput (the whole file is read before any row is
+    applied, so that is still before anything was written)."""
+    f = _open(source)
+    try:
+        for n, raw in enumerate(f, start=1):
+            if isinstance(raw, str):  # a text stdin without a binary buffer
+                raw = raw.encode("utf-8", "surrogateescape")
+            if n == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            if raw.endswith(b"\n"):
+                raw = raw[:-1]
+            if raw.endswith(b"\r"):
+                raw = raw[:-1]
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise BadInput(f"{source} is not UTF-8 text", "bad-file")
+            if line.strip():
+                yield n, line
+    except OSError as e:
+        raise FilesError(f"cannot read {source}: {e.strerror or e}", "unreadable")
+    finally:
+        if f is not sys.stdin and f is not getattr(sys.stdin, "buffer", None):
+            f.close()
 
 
 def split_csv_line(line: str) -> list:
     """The fields of one CSV line, strictly (RFC 4180 within a line): a field is either unquoted (no `"`
     in it) or wholly quoted (`""` for a quote inside), and a quote never spans lines. ValueError says
     what is wrong and where."""
+    if '"' not in line:
+        return line.split(",")
     fields, i, n = [], 0, len(line)
     while True:
         if i < n and line[i] == '"':
@@ -110,42 +133,18 @@ def _json_value(key, value):
     return str(value)
 
 
-def raw_rows(source: str, spec: Spec):
-    """Yield (line, dict or BadInput) for each data row of a CSV or JSON-lines file.
+class Form(NamedTuple):
+    """How a file's rows read: JSON lines, or CSV with this header."""
 
-    Strict: each row is one line of the file (numbered from 1, header included), so a malformed line
-    (a stray quote, a line that is not a JSON object) is that line's problem and never absorbs the
-    next ones. Empty lines are skipped; a BOM and CRLF line ends are accepted. A file-level problem
-    (no header, a header without the required columns) is BadInput naming the line."""
-    f = _open(source)
-    try:
-        text = f.read()
-    except UnicodeDecodeError:
-        raise BadInput(f"{source} is not UTF-8 text", "bad-file")
-    finally:
-        if f is not sys.stdin:
-            f.close()
-    lines = ((n, line) for n, line in _lines(text) if line.strip())
-    first = next(lines, None)
-    if first is None:
-        return
-    if first[1].lstrip().startswith("{"):
-        for n, line in itertools.chain([first], lines):
-            try:
-                obj = json.loads(line, parse_int=str, parse_float=str)
-            except ValueError as e:
-                where = f" at column {e.colno}" if isinstance(e, json.JSONDecodeError) else ""
-                yield n, BadInput(f"not a JSON object ({getattr(e, 'msg', 'unreadable')}{where})", "bad-row")
-                continue
-            if not isinstance(obj, dict):
-                yield n, BadInput(f"not a JSON object (a {type(obj).__name__})", "bad-row")
-                continue
-            try:
-                yield n, {str(k): _json_value(k, v) for k, v in obj.items()}
-            except BadInput as e:
-                yield n, e
-        return
+    json: bool
+    header: tuple = ()
+
+
+def header_of(source: str, first, spec: Spec) -> Form:
+    """The file's form, from its first non-blank line; a bad CSV header is BadInput naming its line."""
     n, line = first
+    if line.lstrip().startswith("{"):
+        return Form(True)
     try:
         header = [h.strip().lower() for h in split_csv_line(line)]
     except ValueError as e:
@@ -157,21 +156,167 @@ def raw_rows(source: str, spec: Spec):
     twice = sorted({h for h in header if h and header.count(h) > 1})
     if twice:
         raise BadInput(f"{source}:{n}: the header names {', '.join(twice)} more than once", "bad-header")
-    for n, line in lines:
+    return Form(False, tuple(header))
+
+
+def raw_row(form: Form, line: str):
+    """One data line as a dict of texts, a BadInput (that line's problem), or None (a CSV row of empty
+    fields, which is no row)."""
+    if form.json:
         try:
-            values = split_csv_line(line)
+            obj = json.loads(line, parse_int=str, parse_float=str)
         except ValueError as e:
-            yield n, BadInput(f"unreadable CSV row: {e}", "bad-row")
-            continue
-        if all(not v.strip() for v in values):
-            continue
-        if len(values) > len(header):
-            yield n, BadInput(f"{len(values)} fields but the header has {len(header)}", "bad-row")
-            continue
-        yield n, {h: (values[i] if i < len(values) else "") for i, h in enumerate(header)}
+            where = f" at column {e.colno}" if isinstance(e, json.JSONDecodeError) else ""
+            return BadInput(f"not a JSON object ({getattr(e, 'msg', 'unreadable')}{where})", "bad-row")
+        if not isinstance(obj, dict):
+            return BadInput(f"not a JSON object (a {type(obj).__name__})", "bad-row")
+        try:
+            return {str(k): _json_value(k, v) for k, v in obj.items()}
+        except BadInput as e:
+            return e
+    header = form.header
+    try:
+        values = split_csv_line(line)
+    except ValueError as e:
+        return BadInput(f"unreadable CSV row: {e}", "bad-row")
+    if all(not v.strip() for v in values):
+        return None
+    if len(values) > len(header):
+        return BadInput(f"{len(values)} fields but the header has {len(header)}", "bad-row")
+    if len(values) == len(header):
+        return dict(zip(header, values))
+    return {h: (values[i] if i < len(values) else "") for i, h in enumerate(header)}
 
 
-PARALLEL_FROM = 200  # members: below this a process pool costs more than it saves
+def raw_rows(source: str, spec: Spec):
+    """Yield (line, dict or BadInput) for each data row of a CSV or JSON-lines file.
+
+    Strict: each row is one line of the file (numbered from 1, header included), so a malformed line
+    (a stray quote, a line that is not a JSON object) is that line's problem and never absorbs the
+    next ones. Empty lines are skipped; a BOM and CRLF line ends are accepted. A file-level problem
+    (no header, a header without the required columns) is BadInput naming the line."""
+    lines = _lines(source)
+    first = next(lines, None)
+    if first is None:
+        return
+    form = header_of(source, first, spec)
+    for n, line in (itertools.chain([first], lines) if form.json else lines):
+        raw = raw_row(form, line)
+        if raw is not None:
+            yield n, raw
+
+
+# ---------------------------------------------------------------- spooling: input -> member groups
+
+BUCKETS = 64  # rows are routed by member to this many groups, each decided on its own
+SPILL_ROWS = 50_000  # rows held in memory before the groups go to temporary files
+PARALLEL_ROWS = 2_000  # below this a process pool costs more than it saves
+CHUNK = 64  # members whose appends are made durable together (ledger.Commit): ~2 open files each
+
+
+def _route_key(form: Form, line: str, phone_at: int) -> str:
+    """Which member a line is for, as its rows will be grouped: the normalised phone when it is one,
+    else the text (the row is refused later, in its group, with its line number)."""
+    if form.json:
+        raw = raw_row(form, line)
+        text = raw.get("phone") if isinstance(raw, dict) else None
+    else:
+        if '"' in line:
+            try:
+                values = split_csv_line(line)
+            except ValueError:
+                return ""
+        else:
+            values = line.split(",", phone_at + 1)
+        text = values[phone_at] if phone_at < len(values) else None
+    if text is None:
+        return ""
+    if len(text) == 10 and text.isdigit():
+        return text
+    try:
+        return rq.phone(text)
+    except BonusError:
+        return str(text)
+
+
+def _bucket_of(key: str) -> int:
+    return (int(key) if key.isdigit() and len(key) <= 12 else zlib.crc32(key.encode("utf-8", "replace"))) % BUCKETS
+
+
+class Spool:
+    """The rows of a batch file, read as a stream and routed by member into BUCKETS groups: in memory
+    up to SPILL_ROWS rows, then in temporary files, so memory does not grow with the file. Every
+    member's rows are in one group, in file order."""
+
+    def __init__(self, source: str, spec: Spec):
+        self.source = source
+        self.form = Form(False)
+        self.held: list = []  # (line number, text, group) while in memory
+        self.files: list | None = None  # the groups' files once spilled
+        self.tmp = None
+        self.lines = 0
+        lines = _lines(source)
+        first = next(lines, None)
+        if first is None:
+            return
+        self.form = header_of(source, first, spec)
+        phone_at = 0 if self.form.json else self.form.header.index("phone")
+        if self.form.json:
+            lines = itertools.chain([first], lines)
+        form, held = self.form, self.held
+        for n, line in lines:
+            b = _bucket_of(_route_key(form, line, phone_at))
+            self.lines += 1
+            if self.files is None:
+                held.append((n, line, b))
+                if len(held) >= SPILL_ROWS:
+                    self._spill()
+            else:
+                self.files[b].write(f"{n}\t{line}\n".encode("utf-8"))
+        if self.files is not None:
+            for f in self.files:
+                f.close()
+
+    def _spill(self) -> None:
+        import tempfile
+
+        self.tmp = tempfile.TemporaryDirectory(prefix="bonuscli-batch-")
+        self.files = [open(os.path.join(self.tmp.name, f"{b}.rows"), "wb", buffering=1 << 16) for b in range(BUCKETS)]
+        for n, line, b in self.held:
+            self.files[b].write(f"{n}\t{line}\n".encode("utf-8"))
+        self.held = []
+
+    def parts(self, split: bool) -> list:
+        """The non-empty groups: each a list of (line number, text), or the path of its file. Unless
+        `split` (or spilled), one group of the whole file: members are then decided in the order the
+        file names them first."""
+        if self.files is not None:
+            names = [os.path.join(self.tmp.name, f"{b}.rows") for b in range(BUCKETS)]
+            return [name for name in names if os.path.getsize(name)]
+        if not split:
+            return [[(n, line) for n, line, _b in self.held]] if self.held else []
+        groups: list = [[] for _ in range(BUCKETS)]
+        for n, line, b in self.held:
+            groups[b].append((n, line))
+        return [g for g in groups if g]
+
+    def close(self) -> None:
+        if self.tmp is not None:
+            self.tmp.cleanup()
+
+
+def _part_lines(part):
+    if isinstance(part, list):
+        return part
+    out = []
+    with open(part, "rb") as f:
+        for raw in f:
+            n, _, line = raw[:-1].decode("utf-8").partition("\t")
+            out.append((int(n), line))
+    return out
+
+
+# ---------------------------------------------------------------- running a batch
 
 
 def _row(cat, spec: Spec, line: int, raw):
@@ -184,7 +329,8 @@ def _row(cat, spec: Spec, line: int, raw):
         ref = raw.get("ref")
         if not (raw.get("phone") or "").strip():
             raise BadInput("phone is missing", "bad-row")
-        at = rq.when(raw["at"], cat.tz, "at") if (raw.get("at") or "").strip() else None
+        at_text = raw.get("at")
+        at = rq.when(at_text, cat.tz, "at") if at_text and at_text.strip() else None
         req = spec.parse(cat, raw)
     except BonusError as e:
         return None, {"line": line, "ref": ref, "code": e.exit_code, "message": e.message}
@@ -195,37 +341,30 @@ def _row(cat, spec: Spec, line: int, raw):
 
 
 def run(svc, source: str, kind: str, now, dry_run: bool, jobs=None, progress=None) -> dict:
-    """Apply a batch file; the summary (CLI.md `earn --from`). With `jobs` > 1 and many members,
-    members are spread over worker processes that open the same service (`svc.opener`)."""
-    spec = getattr(svc, "opener", None)
-    cat = svc.catalog
-    bspec = SPECS[kind]
-    problems, groups = [], {}
-    counts = dict(rows=0, applied=0, duplicates=0, refused=0, errors=0)
-    for line, raw in raw_rows(source, bspec):
-        counts["rows"] += 1
-        row, problem = _row(cat, bspec, line, raw)
-        if problem is not None:
-            counts["errors"] += 1
-            problems.append(problem)
-            continue
-        groups.setdefault(row.phone, []).append(row)
-    total = counts["rows"] - counts["errors"]
-    done = 0
-    jobs = jobs or os.cpu_count() or 1
-    if jobs > 1 and len(groups) >= PARALLEL_FROM and spec is not None:
-        for part, found, n in _parallel(spec, kind, groups, now, dry_run, jobs):
-            for k, v in part.items():
+    """Apply a batch file; the summary (CLI.md `earn --from`). The file is read as a stream and its
+    rows routed by member (`Spool`); each group is parsed and decided on its own, by worker
+    processes that open the same service (`svc.opener`) when there are many rows and `jobs` > 1."""
+    opener = getattr(svc, "opener", None)
+    svc.keep_alive = None  # many members, each done with once decided: keeping them to the exit only grows memory
+    spool = Spool(source, SPECS[kind])
+    try:
+        counts = dict(rows=0, applied=0, duplicates=0, refused=0, errors=0)
+        problems: list = []
+        jobs = jobs or os.cpu_count() or 1
+        parallel = jobs > 1 and spool.lines >= PARALLEL_ROWS and opener is not None
+        parts = spool.parts(split=parallel)
+        if parallel and len(parts) > 1:
+            results = _parallel(opener, kind, spool.form, parts, now, dry_run, jobs)
+        else:
+            results = (_group(svc, kind, spool.form, part, now, dry_run) for part in parts)
+        for part_counts, found in results:
+            for k, v in part_counts.items():
                 counts[k] += v
             problems.extend(found)
-            done += n
             if progress:
-                progress(n, total)
-    else:
-        for phone, rows in groups.items():
-            _member(svc, kind, phone, rows, now, dry_run, counts, problems)
-            if progress:
-                progress(len(rows), total)
+                progress(part_counts["rows"], spool.lines)
+    finally:
+        spool.close()
     problems.sort(key=lambda p: p["line"])
     summary = dict(counts, problems=problems)
     if dry_run:
@@ -239,6 +378,30 @@ def exit_code(summary: dict) -> int:
     return 3 if 3 in codes else 2 if summary["errors"] else 1 if summary["refused"] else 0
 
 
+def _group(svc, kind, form: Form, part, now, dry_run) -> tuple:
+    """Parse, decide and write one group of rows: (counts, problems)."""
+    spec = SPECS[kind]
+    cat = svc.catalog
+    counts = dict(rows=0, applied=0, duplicates=0, refused=0, errors=0)
+    problems: list = []
+    members: dict = {}
+    for n, line in _part_lines(part):
+        raw = raw_row(form, line)
+        if raw is None:
+            continue
+        counts["rows"] += 1
+        row, problem = _row(cat, spec, n, raw)
+        if problem is not None:
+            counts["errors"] += 1
+            problems.append(problem)
+        else:
+            members.setdefault(row.phone, []).append(row)
+    items = list(members.items())
+    for i in range(0, len(items), CHUNK):
+        _chunk(svc, kind, items[i:i + CHUNK], now, dry_run, counts, problems)
+    return counts, problems
+
+
 _WORKER = {}
 
 
@@ -249,31 +412,49 @@ def _worker_init(opener, now_text, parent=None):
     _WORKER["now"] = parse_when(now_text, _WORKER["svc"].catalog.tz)
 
 
-def _worker_run(kind, dry_run, groups):
-    svc = _WORKER["svc"]
-    counts = dict(applied=0, duplicates=0, refused=0, errors=0)
-    problems = []
-    for phone, rows in groups:
-        _member(svc, kind, phone, rows, _WORKER["now"], dry_run, counts, problems)
-    return counts, problems, sum(len(rows) for _, rows in groups)
+def _worker_group(kind, dry_run, form, part):
+    return _group(_WORKER["svc"], kind, form, part, _WORKER["now"], dry_run)
 
 
-def _parallel(spec, kind, groups, now, dry_run, jobs):
-    """Members spread over a process pool: each member is still one lock and one fsync, in one worker."""
+def _parallel(opener, kind, form, parts, now, dry_run, jobs):
+    """Groups spread over a process pool; results in the order of the groups."""
     from concurrent.futures import ProcessPoolExecutor
 
-    items = list(groups.items())
-    size = max(20, len(items) // (jobs * 16))
-    chunks = [items[i:i + size] for i in range(0, len(items), size)]
     with ProcessPoolExecutor(max_workers=jobs, initializer=_worker_init,
-                             initargs=(spec, iso(now), os.getpid())) as pool:
-        yield from pool.map(_worker_run, [kind] * len(chunks), [dry_run] * len(chunks), chunks)
+                             initargs=(opener, iso(now), os.getpid())) as pool:
+        yield from pool.map(_worker_group, [kind] * len(parts), [dry_run] * len(parts), [form] * len(parts), parts)
 
 
-def _member(svc, kind, phone, rows, now, dry_run, counts, problems):
+def _chunk(svc, kind, items, now, dry_run, counts, problems):
+    """Members decided and written under one commit: their appends are made durable together, and
+    only then is any of their rows counted as applied."""
+    commit = svc.commit(dry_run)
+    done = []
+    try:
+        for phone, rows in items:
+            rows = sorted(rows, key=lambda r: (r.at or now))
+            done.append((phone, rows) + _member(svc, kind, phone, rows, now, dry_run, commit))
+    finally:
+        failed = commit.sync()
+    for phone, rows, outcomes, decided, error in done:  # the locks are released: a failure may read again
+        if error is None and phone in failed:
+            error = failed[phone]
+        if error is not None:
+            outcomes = _after_failure(svc, phone, len(rows), decided, error, dry_run)
+        for row, (what, _view) in zip(rows, outcomes):
+            if isinstance(what, Refusal):
+                counts["refused" if what.exit_code == 1 else "errors"] += 1
+                problems.append({"line": row.line, "ref": row.ref, "code": what.exit_code, "message": what.message})
+            elif what == "duplicate":
+                counts["duplicates"] += 1
+            else:
+                counts["applied"] += 1
+
+
+def _member(svc, kind, phone, rows, now, dry_run, commit) -> tuple:
+    """(outcomes, decisions, error): a member's rows decided and written (not yet durable)."""
     spec = SPECS[kind]
     cat = svc.catalog
-    rows = sorted(rows, key=lambda r: (r.at or now))
     decided = []  # one (m.count when it was decided, decision) per row, in the order they are decided
 
     def decide(m, t, req):
@@ -289,19 +470,12 @@ def _member(svc, kind, phone, rows, now, dry_run, counts, problems):
         return result
 
     try:
-        outcomes = svc.batch_member(phone, [(r.at, r.req) for r in rows], now, dry_run, decide)
+        outcomes = svc.batch_member(phone, [(r.at, r.req) for r in rows], now, dry_run, decide, commit)
     except (BonusError, OSError) as e:
         error = e if isinstance(e, BonusError) else FilesError(f"could not write the ledger of {phone}: "
                                                                f"{e.strerror or e}", "disk")
-        outcomes = _after_failure(svc, phone, len(rows), decided, error, dry_run)
-    for row, (what, _view) in zip(rows, outcomes):
-        if isinstance(what, Refusal):
-            counts["refused" if what.exit_code == 1 else "errors"] += 1
-            problems.append({"line": row.line, "ref": row.ref, "code": what.exit_code, "message": what.message})
-        elif what == "duplicate":
-            counts["duplicates"] += 1
-        else:
-            counts["applied"] += 1
+        return None, decided, error
+    return outcomes, decided, None
 
 
 def _after_failure(svc, phone, n, decided, error, dry_run) -> list:

@@ -363,6 +363,7 @@ class FileStore:
     def __init__(self, root: Path, lock_timeout: float = LOCK_TIMEOUT):
         self.root = root
         self.lock_timeout = lock_timeout
+        self._held: list | None = None  # the fds of the `locked` block in progress
 
     def path(self, phone: str) -> Path:
         return paths.ledger_path(self.root, phone)
@@ -415,32 +416,48 @@ class FileStore:
         ensure_dir(self.root / "locks")
 
     @contextmanager
-    def locked(self, phones):
+    def locked(self, phones, commit: "Commit | None" = None):
         """Hold exclusive locks on these members' ledgers, taken in sorted phone order.
 
-        For each phone: `locks/<phone>.lock` (checked, once held, to still be the file at that path),
-        then the ledger file itself when it exists. The ledger is data and is never deleted, so
-        removing `locks/` or any lock file at any moment lets no second writer in; a ledger that does
-        not exist yet is created whole and atomically (`append`), so two creators cannot both win."""
+        The lock is an flock on the ledger file itself: the ledger is data and is never deleted, so no
+        deleted or replaced lock file can let a second writer in. A ledger that does not exist yet is
+        guarded by `locks/<phone>.lock` (checked, once held, to still be the file at that path) while it
+        is created, whole and atomically (`append`: a temporary file, flocked before it is linked into
+        place, so the new ledger is locked from the moment it appears and two creators cannot both win).
+        With `commit`, the locks are handed to it when the block ends and released only once the commit
+        has made every append of it durable (`Commit.sync`)."""
         self.prepare()
         fds = []
         deadline = time.monotonic() + self.lock_timeout
+        outer, self._held = self._held, fds  # a ledger created in this block keeps its flock in `fds`
         try:
             for phone in sorted(set(phones)):
-                fds.append(self._lock_file(phone, deadline))
                 ledger = self.path(phone)
-                try:
-                    fd = os.open(ledger, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
-                except FileNotFoundError:
-                    continue
-                except OSError as e:
-                    raise _open_error(ledger, e, "replace it with the real file", "ledger", "ledger-unreadable")
+                fd = self._open_ledger(ledger)
+                if fd is None:  # no ledger yet: the lock file guards its creation
+                    fds.append(self._lock_file(phone, deadline))
+                    fd = self._open_ledger(ledger)  # created while we waited?
+                    if fd is None:
+                        continue
                 fds.append(fd)
                 self._flock(fd, phone, deadline)
             yield
         finally:
-            for fd in reversed(fds):
-                os.close(fd)
+            self._held = outer
+            if commit is not None:
+                commit.hold(fds)
+            else:
+                for fd in reversed(fds):
+                    os.close(fd)
+
+    @staticmethod
+    def _open_ledger(ledger: Path):
+        try:
+            return os.open(ledger, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise _open_error(ledger, e, "replace it with the real file", "ledger", "ledger-unreadable")
 
     def _lock_file(self, phone: str, deadline: float) -> int:
         path = paths.lock_path(self.root, phone)
@@ -487,16 +504,20 @@ class FileStore:
                 time.sleep(delay)
                 delay = min(delay * 2, 0.05)
 
-    def append(self, phone: str, events, ledger: LedgerRead, fault=None) -> None:
+    def append(self, phone: str, events, ledger: LedgerRead, fault=None, commit: "Commit | None" = None) -> None:
         """Append events as whole lines (sealing a torn tail first), then fsync.
 
         The caller holds the lock and read `ledger` under it. A new ledger is written to a temporary
         file and linked into place, so it appears whole or not at all; if another process created it
-        meanwhile, `Conflict` (the caller reads again and decides again)."""
+        meanwhile, `Conflict` (the caller reads again and decides again). With `commit` (a batch), the
+        bytes are written now and made durable by `commit.sync()`, together with the other members'
+        appends of the same commit, before anything of them is reported."""
         path = self.path(phone)
         data = chained(phone, events, ledger)
         if not ledger.exists:
             return self._create(path, phone, data, fault)
+        if commit is not None:
+            return commit.write(path, phone, data, fault)
         try:
             fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
         except OSError as e:
@@ -529,22 +550,32 @@ class FileStore:
             fault("after-fsync", phone)
 
     def _create(self, path: Path, phone: str, data: bytes, fault=None) -> None:
+        import fcntl
+
         tmp = path.with_name(f".{phone}.{os.getpid()}.{time.monotonic_ns()}.new")
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0),
+            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0),
                          0o600)
         except OSError as e:
             raise FilesError(f"cannot create ledger {path}: {e.strerror or e}", "disk")
+        keep = False
         try:
             try:
                 os.fchmod(fd, 0o600)
+                # locked before it has a name: from the moment the ledger appears, it is ours until
+                # the `locked` block ends (nobody else can hold a lock on a file only we can see)
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 _write_all(fd, data, phone, fault)
+                try:
+                    os.link(tmp, path)  # atomic: fails if the ledger exists
+                except FileExistsError:
+                    raise Conflict(f"the ledger of {phone} was created by another bonuscli meanwhile", "conflict")
+                keep = self._held is not None
+                if keep:
+                    self._held.append(fd)
             finally:
-                os.close(fd)
-            try:
-                os.link(tmp, path)  # atomic: fails if the ledger exists
-            except FileExistsError:
-                raise Conflict(f"the ledger of {phone} was created by another bonuscli meanwhile", "conflict")
+                if not keep:
+                    os.close(fd)
             _fsync_dir(path.parent)
         except OSError as e:
             raise FilesError(f"could not write ledger {path}: {e.strerror or e}; nothing was acknowledged", "disk")
@@ -555,6 +586,9 @@ class FileStore:
                 pass
         if fault:
             fault("after-fsync", phone)
+
+    def commit(self, fault=None) -> "Commit":
+        return Commit(fault)
 
     # -- snapshots: derived, plain JSON, rebuilt on any doubt
     def snapshot_path(self, phone: str) -> Path:
@@ -580,6 +614,156 @@ class FileStore:
             os.replace(tmp, path)
         except (OSError, ValueError, TypeError):
             pass
+
+
+def _syncfs():
+    """`syncfs(2)` when this system has it and reports write-back errors through it (Linux 5.8 and
+    later), else None (then each file is fsynced)."""
+    import platform
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        major, minor = (int(x) for x in platform.release().split(".")[:2])
+    except ValueError:
+        return None
+    if (major, minor) < (5, 8):
+        return None
+    try:
+        import ctypes
+
+        fn = ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int]
+    return fn
+
+
+class Commit:
+    """Many members' appends made durable together (a batch): each append's bytes are written at
+    once, under the member's lock; `sync()` then makes them all durable with one `syncfs` (or an
+    fsync of each file where that is not available), and only then releases the locks. A member
+    whose bytes could not be made durable is taken back to where it was, as a failed single append
+    is, and named in what `sync()` returns. Its fault points are those of `_write_all`."""
+
+    def __init__(self, fault=None):
+        self.fault = fault
+        self.writes: list = []  # (phone, path, fd, size before)
+        self.locks: list = []
+        self.failed: dict = {}  # phone -> FilesError
+
+    def write(self, path: Path, phone: str, data: bytes, fault=None) -> None:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise FilesError(f"{path} is a symbolic link; nothing was written", "unsafe-file")
+            raise FilesError(f"cannot open ledger {path} for writing: {e.strerror or e}", "disk")
+        size = None
+        try:
+            size = os.fstat(fd).st_size
+            if fault:
+                fault("before-write", phone)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        except OSError as e:
+            undone = size is not None and _undo(fd, size)
+            os.close(fd)
+            raise FilesError(
+                f"could not write ledger {path}: {e.strerror or e}; nothing was recorded"
+                if undone else f"could not write ledger {path}: {e.strerror or e}; what was written is not "
+                "acknowledged and a torn line will be sealed by the next command", "disk")
+        self.writes.append((phone, path, fd, size))
+
+    def hold(self, fds) -> None:
+        self.locks.extend(fds)
+
+    def sync(self) -> dict:
+        """Make every write durable, then release every lock; phone -> FilesError for the members
+        whose writes are not (taken back when possible)."""
+        try:
+            bad = self._sync()
+            firsts = {}
+            for phone, path, fd, size in self.writes:
+                firsts.setdefault(phone, (path, fd, size))
+            for phone, e in bad.items():
+                path, fd, size = firsts[phone]
+                undone = _undo(fd, size)
+                self.failed[phone] = FilesError(
+                    f"could not write ledger {path}: {e.strerror or e}; nothing was recorded" if undone else
+                    f"could not write ledger {path}: {e.strerror or e}; what was written is not acknowledged",
+                    "disk")
+            if self.fault:
+                for phone in dict.fromkeys(p for p, *_ in self.writes):
+                    if phone not in bad:
+                        try:
+                            self.fault("after-fsync", phone)
+                        except OSError as e:  # durable, yet an error: the caller reads what is there
+                            self.failed[phone] = FilesError(f"ledger {firsts[phone][0]}: {e.strerror or e}", "disk")
+        finally:
+            for _p, _path, fd, _s in self.writes:
+                os.close(fd)
+            for fd in reversed(self.locks):
+                os.close(fd)
+            self.writes, self.locks = [], []
+        return self.failed
+
+    def _sync(self) -> dict:
+        bad: dict = {}
+        if not self.writes:
+            return bad
+        pending = []
+        for phone, path, fd, size in self.writes:
+            if self.fault:
+                try:
+                    self.fault("before-fsync", phone)
+                except OSError as e:
+                    bad.setdefault(phone, e)
+                    continue
+            pending.append((phone, fd))
+        syncfs = _get_syncfs()
+        if syncfs is not None and pending and syncfs(pending[0][1]) == 0:
+            return bad  # every dirty page of this file system, ours included, is on disk
+        for phone, fd in pending:  # no syncfs, or it reported an error: find whose writes failed
+            try:
+                os.fsync(fd)
+            except OSError as e:
+                bad.setdefault(phone, e)
+        return bad
+
+
+_SYNCFS = None  # syncfs, or False where there is none (tests set False to take the fsync path)
+
+
+def _get_syncfs():
+    global _SYNCFS
+    if _SYNCFS is None:
+        _SYNCFS = _syncfs() or False
+    return _SYNCFS or None
+
+
+def _undo(fd: int, size: int) -> bool:
+    """Take a failed append back (the lock is held: these bytes are ours)."""
+    try:
+        os.ftruncate(fd, size)
+        os.fsync(fd)
+        return True
+    except OSError:
+        return False
+
+
+class NoCommit:
+    """The commit of a store that needs none (in memory, a dry run)."""
+
+    failed: dict = {}
+
+    def hold(self, fds) -> None:
+        pass
+
+    def sync(self) -> dict:
+        return {}
 
 
 Store = FileStore
@@ -625,10 +809,13 @@ class MemoryStore:
         pass
 
     @contextmanager
-    def locked(self, phones):
+    def locked(self, phones, commit=None):
         yield
 
-    def append(self, phone: str, events, ledger: LedgerRead, fault=None) -> None:
+    def commit(self, fault=None) -> "NoCommit":
+        return NoCommit()
+
+    def append(self, phone: str, events, ledger: LedgerRead, fault=None, commit=None) -> None:
         data = chained(phone, events, ledger)
         buf = self.files.setdefault(phone, bytearray())
         old = self.reads.get(phone)

@@ -26,7 +26,7 @@ from typing import Callable, NamedTuple, Optional
 
 from bonuscli import __version__, paths, rules
 from bonuscli import requests as rq
-from bonuscli.ledger import Conflict, FileStore, LedgerRead, line_hash, torn_warning
+from bonuscli.ledger import Conflict, FileStore, LedgerRead, NoCommit, line_hash, torn_warning
 from bonuscli.model import BadInput, Catalog, Decision, FilesError, Refusal, SCHEMA_VERSION, BonusError, money
 
 SNAPSHOT_MIN = 400  # events replayed before a member's state is worth saving
@@ -380,13 +380,19 @@ class Service:
 
     # ------------------------------------------------------------ batches: rows of one member
 
-    def batch_member(self, phone: str, rows, default_now, dry_run: bool, decide) -> list:
+    def commit(self, dry_run: bool = False):
+        """What makes a batch's appends durable together (ledger.Commit); nothing for a dry run."""
+        return NoCommit() if dry_run else self.store.commit(self.fault)
+
+    def batch_member(self, phone: str, rows, default_now, dry_run: bool, decide, commit=None) -> list:
         """Decide a member's rows, each as of its own `at` (rows sorted by it), exactly as the single
         command would; write what was decided with one lock and one fsync. `rows`: [(at or None, req)].
-        Returns one outcome per row: ("applied", view) | ("duplicate", view) | (Refusal, None)."""
+        Returns one outcome per row: ("applied", view) | ("duplicate", view) | (Refusal, None). With a
+        `commit` (ledger.Commit), the lock is held and the bytes made durable by `commit.sync()`, with
+        other members' writes: nothing of the outcomes may be reported before it returns."""
         t0 = rules.seconds(default_now)
         outcomes = []
-        lock = self.store.locked([phone]) if not dry_run else _nolock()
+        lock = self.store.locked([phone], commit) if not dry_run else _nolock()
         with lock:
             ledgers: dict = {}
             first = rules.seconds(rows[0][0]) if rows[0][0] is not None else t0
@@ -401,7 +407,7 @@ class Service:
                 if t > m.now:
                     if rules.peers_needed(m.own, t):  # waits on another ledger: read it all again
                         if events and not dry_run:
-                            self.store.append(phone, events, led, self.fault)
+                            self.store.append(phone, events, led, self.fault, commit)
                             events = []
                         if not dry_run:
                             ledgers = {}
@@ -425,7 +431,7 @@ class Service:
                         rules.extend(m, e)
                 outcomes.append(("applied", result.view))
             if events and not dry_run and any(o[0] == "applied" for o in outcomes):
-                self.store.append(phone, events, led, self.fault)
+                self.store.append(phone, events, led, self.fault, commit)
         return outcomes
 
     # ------------------------------------------------------------ the operator's channels

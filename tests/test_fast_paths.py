@@ -143,7 +143,7 @@ def _joined(run, data, members):
 
 @pytest.mark.parametrize("jobs", ["2", "3"])
 def test_jobs_give_the_same_ledgers_and_summary(run, tmp_path, monkeypatch, jobs):
-    monkeypatch.setattr(batch, "PARALLEL_FROM", 2)
+    monkeypatch.setattr(batch, "PARALLEL_ROWS", 2)
     members, rows = 30, 400
     src = _batch_file(tmp_path / "rows.csv", members, rows)
     results = {}

@@ -274,16 +274,22 @@ def test_join_through_a_dangling_symlink_writes_nothing_outside(tmp_path):
 
 
 def test_a_lock_symlink_changes_no_outside_file(tmp_path):
+    """A lock file is used only while a member has no ledger (a join): one planted as a link is
+    refused there, and is never followed by a member who has a ledger (whose own flock is the lock)."""
     data = tmp_path / "data"
     ok(data, "join", A, "--region", "RU-MOW", "--at", T0)
     outside = tmp_path / "precious"
     outside.write_text("x")
     os.chmod(outside, 0o644)
-    lock = data / "locks" / f"{A}.lock"
-    lock.unlink(missing_ok=True)
-    os.symlink(outside, lock)
-    code, doc, err, stderr = run(data, "earn", A, "100", "--category", "mobile", "--at", T1, "--json")
+    for phone in (A, B):
+        lock = data / "locks" / f"{phone}.lock"
+        lock.unlink(missing_ok=True)
+        os.symlink(outside, lock)
+    code, doc, err, stderr = run(data, "join", B, "--region", "RU-MOW", "--at", T1, "--json")
     assert code == 3 and err["kind"] == "unsafe-file"
+    assert not ledger(data, B).exists()
+    code, doc, err, stderr = run(data, "earn", A, "100", "--category", "mobile", "--at", T1, "--json")
+    assert code == 0 and doc["points"] == 20, stderr
     assert stat.S_IMODE(outside.stat().st_mode) == 0o644 and outside.read_text() == "x"
 
 
@@ -316,10 +322,13 @@ def test_a_symlinked_directory_inside_the_data_directory_is_refused(tmp_path):
 
 
 def test_killing_a_batch_parent_ends_its_workers(tmp_path):
-    """A parallel batch (>= 200 members), its parent killed mid-way: no worker is left behind."""
+    """A parallel batch (enough rows for a process pool), its parent killed mid-way: no worker is left
+    behind."""
+    from bonuscli.batch import PARALLEL_ROWS
+
     data = tmp_path / "data"
     rows = ["phone,points,reason,ref,region,at"]
-    for i in range(400):
+    for i in range(2 * PARALLEL_ROWS):
         rows.append(f"9{i:09d},10,opening,o{i},RU-MOW,2025-01-05")
     csv = tmp_path / "open.csv"
     csv.write_text("\n".join(rows) + "\n")
@@ -364,11 +373,13 @@ def _alive(pid) -> bool:
 
 
 def test_a_parallel_batch_killed_midway_then_run_again_equals_one_clean_run(tmp_path):
-    """The parallel path (>= 200 members, --jobs 2) killed at several moments: every line written is
-    whole or sealed, and running the same file again (refs make it safe) gives exactly what one
-    clean run gives."""
+    """The parallel path (enough rows for a process pool, --jobs 2) killed at several moments: every
+    line written is whole or sealed, and running the same file again (refs make it safe) gives
+    exactly what one clean run gives."""
+    from bonuscli.batch import PARALLEL_ROWS
+
     rows = ["phone,amount,category,ref,at"]
-    for i in range(600):
+    for i in range(2 * PARALLEL_ROWS):
         rows.append(f"9{i % 300:09d},{100 + i}.00,mobile,k{i},2025-01-{6 + i % 20:02d}T12:00")
     csv = tmp_path / "earn.csv"
     csv.write_text("\n".join(rows) + "\n")
@@ -396,7 +407,7 @@ def test_a_parallel_batch_killed_midway_then_run_again_equals_one_clean_run(tmp_
     assert batch(clean, ["earn", "--from", str(csv)]) == 0
     truth = {p.name: ok(clean, "balance", p.stem, "--at", "2025-02-01")["available"]
              for p in sorted((clean / "ledgers").glob("*.jsonl"))}
-    for k, delay in enumerate((0.3, 0.7, 1.2)):
+    for k, delay in enumerate((0.3, 0.5, 0.8)):
         data = tmp_path / f"killed{k}"
         assert batch(data, ["adjust", "--from", str(opening)]) == 0
         batch(data, ["earn", "--from", str(csv)], kill_after=delay)

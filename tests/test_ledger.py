@@ -472,9 +472,15 @@ def test_corrupt_ledger_subprocess_and_torn_tail_not_sealed(sub, run, data_dir):
 
 
 def hold_lock(data_dir: Path, phone: str):
-    lock = data_dir / "locks" / f"{phone}.lock"
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    f = open(lock, "a+")
+    """What a writer holds (docs/reliability.md): an flock on the member's ledger, or on its lock file
+    while the member has no ledger yet."""
+    ledger = data_dir / "ledgers" / f"{phone}.jsonl"
+    if ledger.exists():
+        f = open(ledger, "rb")
+    else:
+        lock = data_dir / "locks" / f"{phone}.lock"
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        f = open(lock, "a+")
     fcntl.flock(f.fileno(), fcntl.LOCK_EX)
     return f
 
