@@ -364,9 +364,16 @@ class FileStore:
         self.root = root
         self.lock_timeout = lock_timeout
         self._held: list | None = None  # the fds of the `locked` block in progress
+        self._prepared = False
+        self._paths: dict = {}
 
     def path(self, phone: str) -> Path:
-        return paths.ledger_path(self.root, phone)
+        p = self._paths.get(phone)
+        if p is None:
+            if len(self._paths) > 65536:
+                self._paths.clear()
+            p = self._paths[phone] = paths.ledger_path(self.root, phone)
+        return p
 
     def read(self, phone: str, verify: bool = False) -> LedgerRead:
         return read(self.path(phone), phone if verify else None)
@@ -410,10 +417,15 @@ class FileStore:
         return sorted(n[:-6] for n in names if n.endswith(".jsonl") and len(n) == 16 and n[:10].isdigit())
 
     def prepare(self) -> None:
+        """The data directory and its ledgers/ and locks/, made and checked once per store (a lock
+        file that cannot be created because locks/ was deleted meanwhile prepares again)."""
+        if self._prepared:
+            return
         ensure_dir(self.root)
         self.check_dirs()
         ensure_dir(paths.ledgers_dir(self.root))
         ensure_dir(self.root / "locks")
+        self._prepared = True
 
     @contextmanager
     def locked(self, phones, commit: "Commit | None" = None):
@@ -465,6 +477,7 @@ class FileStore:
             try:
                 fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o600)
             except FileNotFoundError:  # locks/ was removed: make it again
+                self._prepared = False
                 self.prepare()
                 continue
             except OSError as e:
@@ -592,13 +605,13 @@ class FileStore:
 
     # -- snapshots: derived, plain JSON, rebuilt on any doubt
     def snapshot_path(self, phone: str) -> Path:
-        paths.ledger_path(self.root, phone)
-        return self.root / "cache" / "members" / f"{phone}.json"
+        return self.path(phone).parent.parent / "cache" / "members" / f"{phone}.json"
 
     def load_snapshot(self, phone: str):
         """The saved document, or None. Any problem with the file is a miss; nothing is executed."""
+        self.path(phone)  # a normalised phone, or ValueError
         try:
-            doc = _loads(_read_bytes(self.snapshot_path(phone)))
+            doc = _loads(_read_bytes(f"{self.root}/cache/members/{phone}.json"))
             return doc if isinstance(doc, dict) else None
         except (OSError, ValueError, FilesError):
             return None

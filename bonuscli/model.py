@@ -221,26 +221,23 @@ _PHONE_CHARS = re.compile(r"^[0-9 ().\-]+$")
 def normalize_phone(text: str) -> str:
     """Any accepted spelling -> the 10-digit national form, else BadInput."""
     raw = str(text).strip()
-    bad = BadInput(
+    plus = raw.startswith("+")
+    body = raw[1:] if plus else raw
+    digits = ""
+    if body and _PHONE_CHARS.match(body) and ".." not in body and len(raw) <= 40:
+        digits = re.sub(r"[ ().\-]", "", body)
+    if digits.isdigit() and digits.isascii():
+        if plus:
+            if len(digits) == 11 and digits[0] == "7":
+                return digits[1:]
+        elif len(digits) == 10:
+            return digits
+        elif len(digits) == 11 and digits[0] in "78":
+            return digits[1:]
+    raise BadInput(
         f"not a phone number: {text!r} (use 10 digits, e.g. 9161234567, +7 916 123-45-67 or 89161234567)",
         "bad-phone",
     )
-    plus = raw.startswith("+")
-    body = raw[1:] if plus else raw
-    if not body or not _PHONE_CHARS.match(body) or ".." in body or len(raw) > 40:
-        raise bad
-    digits = re.sub(r"[ ().\-]", "", body)
-    if not digits.isdigit():
-        raise bad
-    if plus:
-        if len(digits) == 11 and digits[0] == "7":
-            return digits[1:]
-        raise bad
-    if len(digits) == 10:
-        return digits
-    if len(digits) == 11 and digits[0] in "78":
-        return digits[1:]
-    raise bad
 
 
 _MONEY = re.compile(r"^[0-9]{1,16}(\.[0-9]{1,2})?$")

@@ -30,8 +30,12 @@ def suggest(value: str, choices, what: str) -> str:
     return f"; did you mean '{close[0]}'?" if close else ""
 
 
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
+
+
 def _printable(text: str) -> bool:
-    return all(ord(c) >= 32 and ord(c) != 127 for c in text)
+    """No C0 control character and no DEL."""
+    return _CONTROL.search(text) is None
 
 
 def shown(text) -> str:
@@ -50,6 +54,8 @@ def shown(text) -> str:
 
 
 def phone(text) -> str:
+    if type(text) is str and len(text) == 10 and text.isdigit() and text.isascii():
+        return text  # already the normalised form (most batch rows)
     if text is None or not str(text).strip():
         raise BadInput("a phone number is missing", "bad-phone")
     if len(str(text).strip()) > SHOWN_MAX:
@@ -136,10 +142,27 @@ _DATE_WITH_OFFSET = re.compile(r"^(\d{4}-?\d{2}-?\d{2})([zZ]|[+-]\d{2}(?::?\d{2}
 _FRACTION = re.compile(r"\d[.,]\d")
 
 
+_WHEN: dict = {}  # (text, zone, what) -> instant: batch rows often share their `at`
+
+
 def when(text, tz, what: str = "--at") -> dt.datetime:
     """An instant (`--at`, a batch row's `at`) in program time. Keeps or refuses, never drops
     (CLI.md): a trailing Z (or an offset) on a date alone is midnight at that offset; fractional
     seconds are refused rather than cut."""
+    key = (text, tz, what) if type(text) is str else None
+    if key is not None:
+        got = _WHEN.get(key)
+        if got is not None:
+            return got
+    at = _when(text, tz, what)
+    if key is not None:
+        if len(_WHEN) > 4096:
+            _WHEN.clear()
+        _WHEN[key] = at
+    return at
+
+
+def _when(text, tz, what: str) -> dt.datetime:
     s = "" if text is None else str(text).strip()
     bad = BadInput(f"{what + ': ' if what != '--at' else ''}not a date or time: {shown(text)} (use ISO 8601, "
                    "e.g. 2025-03-01 or 2025-03-01T12:00+03:00)", "bad-date")

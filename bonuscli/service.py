@@ -43,8 +43,9 @@ def stamp(phone: str, count: int, events) -> list:
     """Events as ledger lines: schema, id `<phone>.<n>` (n counting the file's events), type, at."""
     out = []
     for i, e in enumerate(events, start=1):
-        rest = {k: v for k, v in e.items() if k not in ("type", "at")}
-        out.append({"v": SCHEMA_VERSION, "id": f"{phone}.{count + i}", "type": e["type"], "at": e["at"], **rest})
+        line = {"v": SCHEMA_VERSION, "id": f"{phone}.{count + i}", "type": e["type"], "at": e["at"]}
+        line.update(e)  # "type" and "at" keep their places
+        out.append(line)
     return out
 
 
@@ -173,7 +174,7 @@ class Service:
             if last is not None and last > t:
                 t = last
         if (m is not None and m.count == len(led.events) and m.now is not None and t >= m.now
-                and rules.settled_state(m) and not rules.peers_needed(m.own, t)):
+                and rules.settled_state(m) and not rules.peers_of(m, t)):
             rules.advance_to(m, t)
             return m
         m = self._replay(phone, led, t, False)
@@ -405,7 +406,7 @@ class Service:
             for at, req in rows:
                 t = rules.seconds(at) if at is not None else t0
                 if t > m.now:
-                    if rules.peers_needed(m.own, t):  # waits on another ledger: read it all again
+                    if rules.peers_of(m, t):  # waits on another ledger: read it all again
                         if events and not dry_run:
                             self.store.append(phone, events, led, self.fault, commit)
                             events = []
@@ -425,10 +426,11 @@ class Service:
                 if not result.writes:
                     outcomes.append(("duplicate", result.view))
                     continue
+                at_text = m.cal.iso(t)
                 for _p, evs in result.writes:
                     for e in stamp(phone, count + len(events), evs):
                         events.append(e)
-                        rules.extend(m, e)
+                        rules.extend(m, e, t if e["at"] == at_text else None)
                 outcomes.append(("applied", result.view))
             if events and not dry_run and any(o[0] == "applied" for o in outcomes):
                 self.store.append(phone, events, led, self.fault, commit)

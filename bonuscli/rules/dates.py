@@ -62,7 +62,8 @@ def seconds(when: dt.datetime) -> int:
 class Calendar:
     """A catalog's time zone, validity and closing date, with exact cached conversions."""
 
-    __slots__ = ("tz", "tzname", "validity", "closing", "_day", "_start", "_expiry", "_ym", "_text", "days")
+    __slots__ = ("tz", "tzname", "validity", "closing", "_day", "_start", "_expiry", "_ym", "_text", "days",
+                 "tenure", "coef_text", "_date_text")
 
     def __init__(self, cat: Catalog):
         self.tz = zone(cat.timezone)
@@ -78,6 +79,9 @@ class Calendar:
         # of a credit that day, year*12+month-1, epoch of that date's 00:00 in that offset), for dates
         # on which that offset is the program's all day long; else None (then: the exact, slower way)
         self.days: dict = {}
+        self.tenure: dict = {}  # customer_since text -> tenure_steps (`earn`)
+        self.coef_text: dict = {}  # coefficient -> its text as stored
+        self._date_text: dict = {}
 
     def day_info(self, key: str):
         """`days[key]`, computed (see __init__)."""
@@ -153,6 +157,15 @@ class Calendar:
             if len(self._text) > 4096:
                 self._text.clear()
             t = self._text[epoch] = dt.datetime.fromtimestamp(epoch, self.tz).isoformat(timespec="seconds")
+        return t
+
+    def date_text(self, ordinal: int) -> str:
+        """`date_of`, cached (an expiry date is written on every credit)."""
+        t = self._date_text.get(ordinal)
+        if t is None:
+            if len(self._date_text) > 4096:
+                self._date_text.clear()
+            t = self._date_text[ordinal] = dt.date.fromordinal(ordinal).isoformat()
         return t
 
     def closed(self, epoch: int) -> bool:
@@ -248,6 +261,14 @@ def tenure_coefficient(cat: Catalog, since: dt.date, on: dt.date) -> Decimal:
         if step.up_to is None or on <= add_months(since, int(step.up_to)):
             return step.value
     return cat.tenure[-1].value
+
+
+def tenure_steps(cat: Catalog, since: dt.date) -> list:
+    """`tenure_coefficient(cat, since, on)` as steps: [(last ordinal of `on` or None, value)], the first
+    step whose last date is on or after `on` (or that has none) giving the value."""
+    out = [(None if step.up_to is None else add_months(since, int(step.up_to)).toordinal(), step.value)
+           for step in cat.tenure]
+    return out + [(None, cat.tenure[-1].value)]
 
 
 def tenure_for_months(cat: Catalog, months: int) -> Decimal:

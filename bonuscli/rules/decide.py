@@ -22,6 +22,7 @@ from bonuscli.rules.dates import (
     rate,
     rub,
     seconds,
+    tenure_steps,
 )
 from bonuscli.rules.member import (
     E_AMOUNT,
@@ -187,10 +188,22 @@ def earn(cat: Catalog, m: Member, now, amount: Decimal, category: str, ref=None,
     cal = m.cal
     today = cal.day(t)
     ym = cal.ym(today)
-    last_month = rub(m.month_spend.get((category, ym - 1), 0))
-    since = dt.date.fromisoformat(m.join["customer_since"])
-    coef, rpp, steps = rate(cat, category, since=since, on=dt.date.fromordinal(today), card_last_month=last_month,
-                            explain=explain)
+    c = cat.categories[category]
+    if not explain and c.tenure and not c.tiered:  # the common case, with the tenure step cached per day
+        since_text = m.join["customer_since"]
+        steps_from = cal.tenure.get(since_text)
+        if steps_from is None:  # (last local date of the step as an ordinal or None, coefficient), in order
+            if len(cal.tenure) > 100_000:
+                cal.tenure.clear()
+            since = dt.date.fromisoformat(since_text)
+            steps_from = cal.tenure[since_text] = tenure_steps(cat, since)
+        coef = next(v for last, v in steps_from if last is None or today <= last)
+        rpp, steps = c.rub_per_point, None
+    else:
+        last_month = rub(m.month_spend.get((category, ym - 1), 0))
+        since = dt.date.fromisoformat(m.join["customer_since"])
+        coef, rpp, steps = rate(cat, category, since=since, on=dt.date.fromordinal(today),
+                                card_last_month=last_month, explain=explain)
     points = points_for(amount, coef, rpp)
     if steps is not None:
         steps.append(formula_step(amount, coef, rpp, points))
@@ -204,17 +217,20 @@ def earn(cat: Catalog, m: Member, now, amount: Decimal, category: str, ref=None,
                 steps.append({"rule": "card-welcome", "detail": f"{category} payments this month reach "
                               f"{money(before + amount)} RUB >= {money(b.card_welcome_threshold)}: +{b.card_welcome} once",
                               "points": b.card_welcome})
-    expires_on = date_of(cal.expiry(today))
+    expires_on = cal.date_text(cal.expiry(today))
+    coef_text = cal.coef_text.get(coef)
+    if coef_text is None:
+        coef_text = cal.coef_text[coef] = decimal_text(coef)
     event = {"type": "earn", "at": cal.iso(t), "amount": money(amount), "category": category, "points": points,
-             "coefficient": decimal_text(coef), "rub_per_point": rpp, "bonuses": bonuses, "expires_on": expires_on}
-    if cat.categories[category].tiered:
+             "coefficient": coef_text, "rub_per_point": rpp, "bonuses": bonuses, "expires_on": expires_on}
+    if c.tiered:
         event["card_last_month"] = money(last_month)
     if ref is not None:
         event["ref"] = ref
-    credited = points + sum(x["points"] for x in bonuses)
+    credited = points + sum(x["points"] for x in bonuses) if bonuses else points
     repay = _repay(m, credited)
     after = m.available() + credited - repay
-    view = earn_view(m, money(amount), category, points, decimal_text(coef), rpp, bonuses, ref, False, after,
+    view = earn_view(m, event["amount"], category, points, coef_text, rpp, bonuses, ref, False, after,
                      repay, m.debt - repay)
     view["expires_on"] = expires_on
     if dry_run:

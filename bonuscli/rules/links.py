@@ -123,6 +123,14 @@ def peers_needed(events, now) -> set:
     return set(need)
 
 
+def peers_of(m, now) -> set:
+    """`peers_needed(m.own, now)` for a member replayed up to `now` or before: nothing when no gift or
+    referral was ever applied to it (the only events that can name another ledger), without a scan."""
+    if not (m.gifts_out or m.gifts_in or m.referrals):
+        return set()
+    return peers_needed(m.own, now)
+
+
 def cut(events, now: int) -> int:
     """How many of `events` (a ledger's, oldest first) are dated up to `now`."""
     n = len(events)

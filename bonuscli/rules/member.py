@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 from bonuscli.model import Catalog
 from bonuscli.rules.dates import Calendar, calendar_of, date_of
-from bonuscli.rules.links import peers_needed
+from bonuscli.rules.links import peers_of
 
 # lot fields
 EXP, SEQ, PTS, LID, WHY, CRED, ORIG = range(7)
@@ -228,7 +228,7 @@ def settled_state(m: Member) -> bool:
         return False
     if any(r["status"] not in ("credited", "void") for r in m.referrals.values()):
         return False
-    return not peers_needed(m.own, m.now)
+    return not peers_of(m, m.now)
 
 
 

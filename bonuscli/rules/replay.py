@@ -450,15 +450,28 @@ def advance_to(m: Member, now: int) -> None:
         m.now = now
 
 
-def extend(m: Member, event: dict) -> None:
-    """Apply one more (stamped) event of this member's own, as replay would."""
-    at = instant(event["at"])
+def extend(m: Member, event: dict, at: int | None = None) -> None:
+    """Apply one more (stamped) event of this member's own, as replay would (`at`: its instant,
+    when the caller has it)."""
+    if at is None:
+        at = instant(event["at"])
+    own = m.own
+    if event["type"] == "earn" and not m.sched and not m.keep and not m.debt:
+        own.append(event)
+        if _earns(m, own, len(own) - 1) < len(own):  # not a plain earn after all: nothing was applied
+            own.pop()
+            _apply(m, event, at)
+    else:
+        _apply(m, event, at)
+    m.count += 1
+    m.last_at = at if m.last_at is None else max(m.last_at, at)
+    m.now = max(m.now, at)
+
+
+def _apply(m: Member, event: dict, at: int) -> None:
     advance(m, at)
     m.own.append(event)
     fn = APPLY.get(event["type"])
     if fn is None:
         raise UnknownEvent(event)
     fn(m, event, at)
-    m.count += 1
-    m.last_at = at if m.last_at is None else max(m.last_at, at)
-    m.now = max(m.now, at)

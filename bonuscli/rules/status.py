@@ -18,9 +18,18 @@ def status(m: Member, now: int) -> str:
         return "left"
     if m.cal.closed(now):
         return "closed"
-    if now < instant(m.join["active_from"]):
+    text = m.join["active_from"]
+    active = _ACTIVE.get(text)
+    if active is None:
+        if len(_ACTIVE) > 4096:
+            _ACTIVE.clear()
+        active = _ACTIVE[text] = instant(text)
+    if now < active:
         return "pending"
     return "active"
+
+
+_ACTIVE: dict = {}  # active_from text -> epoch: every decision asks
 
 
 def not_member(phone: str) -> Refusal:
