@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from bonuscli.cli import cli
 from bonuscli.ledger import genesis, line_hash
@@ -455,3 +457,76 @@ def test_a_writer_holding_a_ledger_keeps_it_when_locks_are_deleted(tmp_path):
     assert r.returncode == 3, r.stderr
     assert json.loads(r.stderr.strip().splitlines()[-1])["error"]["kind"] == "lock-timeout"
     assert ledger(data, A).read_bytes() == before
+
+
+# ---------------------------------------------------------------- the fast chain check finds what the full one finds
+
+
+@pytest.fixture(scope="module")
+def chain_ledger(tmp_path_factory):
+    data = tmp_path_factory.mktemp("chain") / "data"
+    for p in (A, B):
+        ok(data, "join", p, "--region", "RU-MOW", "--at", T0)
+    for i in range(6):
+        ok(data, "earn", A, str(100 + i), "--category", "mobile", "--ref", f"c{i}", "--at", T0)
+    g = ok(data, "gift", A, B, "10", "--at", T1)
+    ok(data, "accept", B, g["gift_id"], "--at", T1)
+    return lines_of(ledger(data, A))
+
+
+MUTATIONS = ("swap", "drop", "duplicate", "edit-points", "edit-prev", "edit-id", "schema-1", "legacy-first", "none")
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(what=st.lists(st.tuples(st.sampled_from(MUTATIONS), st.integers(0, 20)), min_size=1, max_size=3))
+def test_the_chain_check_on_decoded_events_equals_the_line_by_line_one(chain_ledger, what):
+    """`verify_chain` checks a clean ledger on the events it already decoded (`_chain_holds`); on any
+    doubt it goes line by line. Both must find exactly the same problems, whatever was done to the file."""
+    from bonuscli.ledger import parse, verify_chain
+
+    rows = list(chain_ledger)
+    for kind, k in what:
+        i = k % len(rows)
+        if kind == "swap" and len(rows) > 1:
+            j = (i + 1) % len(rows)
+            rows[i], rows[j] = rows[j], rows[i]
+        elif kind == "drop" and len(rows) > 1:
+            del rows[i]
+        elif kind == "duplicate":
+            rows.insert(i, rows[i])
+        else:
+            e = json.loads(rows[i])
+            if kind == "edit-points" and "points" in e:
+                e["points"] = e["points"] + 1
+            elif kind == "edit-prev":
+                e["prev"] = "0" * 32
+            elif kind == "edit-id":
+                e["id"] = f"{B}.{i + 1}"
+            elif kind == "schema-1":
+                e["v"] = 1
+                e.pop("prev", None)
+            elif kind == "legacy-first" and i == 0:
+                e["prev"] = ""
+            rows[i] = json.dumps(e, ensure_ascii=False, separators=(",", ":")).encode()
+    data = b"".join(r + b"\n" for r in rows)
+    path = Path("x") / f"{A}.jsonl"
+    led = parse(path, data)
+    assert verify_chain(path, data, A, events=led.events) == verify_chain(path, data, A)
+    if what == [("none", what[0][1])]:
+        assert verify_chain(path, data, A, events=led.events) == []
+
+
+@pytest.mark.parametrize("offset", ["+03:00", "+00:00"])
+def test_a_line_dated_before_the_one_above_it_is_named(story, offset):
+    """Lines re-chained by someone who knows the format, but one moved back in time: `check` names it,
+    whether its time is written at the program's offset (compared as text) or at another one."""
+    path = ledger(story, A)
+    events = [json.loads(r) for r in lines_of(path)]
+    k = len(events) - 1
+    earlier = dict(events[k], at=f"2025-02-01T09:00:00{offset}")
+    write_lines(path, rechain(A, events[:k] + [earlier]))
+    code, err = check(story)
+    assert code == 3
+    assert f"{A}.jsonl:{k + 1}: event {events[k]['id']} is dated before the one above it" in err
+    write_lines(path, rechain(A, events))  # the same lines in order: nothing to say
+    assert check(story) == (0, "")
