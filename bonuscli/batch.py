@@ -208,7 +208,7 @@ def raw_rows(source: str, spec: Spec):
 
 # ---------------------------------------------------------------- spooling: input -> member groups
 
-BUCKETS = 64  # rows are routed by member to this many groups, each decided on its own
+BUCKETS = 128  # rows are routed by member to this many groups, each decided on its own
 SPILL_ROWS = 50_000  # rows held in memory before the groups go to temporary files
 PARALLEL_ROWS = 2_000  # below this a process pool costs more than it saves
 CHUNK = 64  # members whose appends are made durable together (ledger.Commit): ~2 open files each

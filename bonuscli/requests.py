@@ -162,8 +162,18 @@ def when(text, tz, what: str = "--at") -> dt.datetime:
     return at
 
 
+_PLAIN_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2})?")
+
+
 def _when(text, tz, what: str) -> dt.datetime:
     s = "" if text is None else str(text).strip()
+    if _PLAIN_TIME.fullmatch(s):  # the common shape (a batch row's `at`): a program-time date and time
+        try:
+            at = dt.datetime.fromisoformat(s)
+        except ValueError:
+            at = None
+        if at is not None and YEARS[0] <= at.year <= YEARS[1]:
+            return at.replace(tzinfo=tz).astimezone(tz)
     bad = BadInput(f"{what + ': ' if what != '--at' else ''}not a date or time: {shown(text)} (use ISO 8601, "
                    "e.g. 2025-03-01 or 2025-03-01T12:00+03:00)", "bad-date")
     if not s or len(s) > 64:
