@@ -798,3 +798,53 @@ def test_ledger_lines_are_the_bytes_json_dumps_would_write(event):
 
     want = (json.dumps(event, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
     assert encode(event) == want
+
+
+# ---------------------------------------------------------------- a batch's appends made durable together
+
+
+@pytest.mark.parametrize("how", ["syncfs", "fsync-each", "syncfs-error"])
+def test_a_commit_makes_every_write_durable_or_takes_it_back(tmp_path, monkeypatch, how):
+    """ledger.Commit (the batch's durability): every write of the commit is synced before `sync()`
+    returns and the locks go; where `syncfs` is missing or reports an error, each file is fsynced,
+    and a file whose fsync fails is truncated back to where it was and named, the others kept."""
+    from bonuscli import ledger as ledger_mod
+
+    calls = []
+    if how == "fsync-each":
+        monkeypatch.setattr(ledger_mod, "_SYNCFS", False)
+    elif how == "syncfs-error":
+        monkeypatch.setattr(ledger_mod, "_SYNCFS", lambda fd: calls.append(fd) or -1)
+    else:
+        monkeypatch.setattr(ledger_mod, "_SYNCFS", lambda fd: calls.append(fd) or 0)
+    files = {p: tmp_path / f"{p}.jsonl" for p in ("9160000001", "9160000002")}
+    for f in files.values():
+        f.write_bytes(b"old\n")
+    real_fsync = os.fsync
+    synced = []
+    bad_fd = {}
+
+    def fsync(fd):
+        if fd == bad_fd.get("fd"):
+            bad_fd["fd"] = None  # fails once: the truncation back is synced
+            raise OSError(5, "Input/output error")
+        synced.append(fd)
+        return real_fsync(fd)
+
+    monkeypatch.setattr(ledger_mod.os, "fsync", fsync)
+    commit = ledger_mod.Commit()
+    for phone, f in files.items():
+        commit.write(f, phone, f"new {phone}\n".encode())
+    bad_fd["fd"] = commit.writes[1][2] if how == "syncfs-error" else None
+    failed = commit.sync()
+    assert commit.writes == [] and commit.locks == []
+    if how == "syncfs":
+        assert calls and synced == [] and failed == {}
+        assert all(f.read_bytes() == f"old\nnew {p}\n".encode() for p, f in files.items())
+    elif how == "fsync-each":
+        assert len(synced) == 2 and failed == {}
+    else:  # syncfs said no: each file fsynced; the one that failed is back to where it was
+        assert calls and list(failed) == ["9160000002"] and failed["9160000002"].kind == "disk"
+        assert "nothing was recorded" in failed["9160000002"].message
+        assert files["9160000001"].read_bytes() == b"old\nnew 9160000001\n"
+        assert files["9160000002"].read_bytes() == b"old\n"
