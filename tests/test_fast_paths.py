@@ -232,3 +232,35 @@ def test_engines_give_the_same_scenario_results(run):
         out[engine] = json.loads(r.stdout)
     assert out["local"] == out["dask"]
     assert out["local"]["total"]["passed"] == 3
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_a_batch_spilled_to_files_gives_the_same_ledgers_and_summary(run, tmp_path, monkeypatch, jobs):
+    """Past SPILL_ROWS rows the batch's member groups go to temporary files (memory stays flat): the
+    summary and every ledger byte are those of the batch held in memory, and nothing is left behind."""
+    import tempfile
+
+    members, rows = 30, 400
+    src = _batch_file(tmp_path / "rows.csv", members, rows)
+    results = {}
+    spool_dirs = []
+    real = tempfile.TemporaryDirectory
+
+    def spy(*a, **k):
+        d = real(*a, **k)
+        spool_dirs.append(d.name)
+        return d
+
+    for spill in (False, True):
+        if spill:
+            monkeypatch.setattr(batch, "SPILL_ROWS", 7)
+            monkeypatch.setattr(batch, "PARALLEL_ROWS", 2)
+            monkeypatch.setattr(tempfile, "TemporaryDirectory", spy)
+        data = tmp_path / f"data-{spill}"
+        _joined(run, data, members)
+        r = run("earn", "--from", src, "--json", "--jobs", jobs, "--data-dir", data)
+        assert r.exit_code == 2  # one malformed row
+        files = {p.name: p.read_bytes() for p in sorted((data / "ledgers").iterdir())}
+        results[spill] = (json.loads(r.stdout), files)
+    assert spool_dirs and not any(os.path.exists(d) for d in spool_dirs)
+    assert results[True] == results[False]
