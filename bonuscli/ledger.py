@@ -407,13 +407,18 @@ class FileStore:
         self._held: list | None = None  # the fds of the `locked` block in progress
         self._prepared = False
         self._paths: dict = {}
+        self._ledgers: Path | None = None
 
     def path(self, phone: str) -> Path:
         p = self._paths.get(phone)
         if p is None:
             if len(self._paths) > 65536:
                 self._paths.clear()
-            p = self._paths[phone] = paths.ledger_path(self.root, phone)
+            if not (len(phone) == 10 and phone.isdigit()):  # defence in depth: never a path from input
+                raise ValueError(f"not a normalised phone: {phone!r}")
+            if self._ledgers is None:
+                self._ledgers = paths.ledgers_dir(self.root)
+            p = self._paths[phone] = self._ledgers / f"{phone}.jsonl"
         return p
 
     def read(self, phone: str, verify: bool = False) -> LedgerRead:
