@@ -355,7 +355,7 @@ def impact_part(old, new, root, now, phones):
 
     store = ledger_mod.FileStore(Path(root))
     ledgers = {p: [e for e in store.read(p).events if e.get("type") != "repair"] for p in phones}
-    doc = diff.impact(old, new, ledgers, now)
+    doc = diff.impact(old, new, ledgers, now, jobs=1)  # the cluster's workers are the parallelism
     reqs = [r for r in simulate.requests_of(ledgers, old) if r.at <= now]
     keys, i = [], 0
     for c in doc["outcome_changes"]:  # a subsequence of the requests, in their order

@@ -16,7 +16,8 @@ from decimal import Decimal
 from typing import NamedTuple, Optional
 
 from bonuscli import rules, service
-from bonuscli.model import BonusError, Catalog, Refusal, from_iso
+from bonuscli.rules import instant
+from bonuscli.model import SCHEMA_VERSION, BonusError, Catalog, Refusal, from_iso
 
 # event types that are a request's own authoritative record; the rest
 # (gift_in, gift_settle, referral, referral_settle, repair, gift_reject by
@@ -78,6 +79,7 @@ def requests_of(ledgers: dict, cat: Optional[Catalog] = None) -> list:
     for phone in sorted(ledgers):
         out = []
         per_ledger.append(out)
+        joined = False
         for n, e in enumerate(ledgers[phone]):
             t = e.get("type")
             if t not in REQUEST_TYPES:
@@ -85,7 +87,8 @@ def requests_of(ledgers: dict, cat: Optional[Catalog] = None) -> list:
             at = from_iso(e["at"])
             if t == "join":
                 events = ledgers[phone]
-                first = not any(x.get("type") == "join" for x in events[:n])
+                first = not joined
+                joined = True
                 nxt = events[n + 1] if n + 1 < len(events) else None
                 imported = (first and not e.get("welcome") and nxt is not None and nxt.get("type") == "adjust"
                             and nxt.get("at") == e["at"])
@@ -121,11 +124,38 @@ def requests_of(ledgers: dict, cat: Optional[Catalog] = None) -> list:
                     exp = None
                 args = {"points": e["points"], "reason": e.get("reason", ""), "ref": e.get("ref"), "expires_on": exp}
                 out.append(((at, phone, n), Request(at, phone, "adjust", args, e["id"])))
-    import heapq
-
-    keyed = [[((key[0], PRIORITY.get(r.command, 9) + (1 if r.args.get("referrer") else 0), key[1], key[2]), r)
+    keyed = [[((_micros(key[0]), PRIORITY.get(r.command, 9) + (1 if r.args.get("referrer") else 0), key[1], key[2]), r)
               for key, r in lst] for lst in per_ledger]
-    return [r for _, r in heapq.merge(*keyed, key=lambda x: x[0])]
+    return merged(keyed)
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+_MICRO = dt.timedelta(microseconds=1)
+
+
+def _micros(at: dt.datetime) -> int:
+    """An aware datetime as whole microseconds since the epoch: the same order as the datetimes."""
+    return (at - _EPOCH) // _MICRO
+
+
+def merged(keyed: list) -> list:
+    """What `heapq.merge(*keyed, key=first)` yields (the values), for lists of (key, value) whose keys
+    are unique across all lists (they name the ledger and the position), in one sort.
+
+    A list need not be sorted by key itself (two requests of one ledger at the same instant keep the
+    ledger's order whatever their priorities), so the merge is not a sort by key: it yields each
+    value when its list's head is the smallest head. That is a sort by the largest key of the value
+    and those before it in its list (a value waits behind a larger key ahead of it, then is the
+    smallest head), ties (only within one list) in the list's order."""
+    flat = []
+    for lst in keyed:
+        top = None
+        for i, (key, value) in enumerate(lst):
+            if top is None or key > top:
+                top = key
+            flat.append((top, i, value))
+    flat.sort(key=lambda x: (x[0], x[1]))
+    return [v for _, _, v in flat]
 
 
 class Outcome(NamedTuple):
@@ -136,25 +166,125 @@ class Outcome(NamedTuple):
     view: Optional[dict]
 
 
-class World:
-    """Ledgers in memory, changed only by re-decided requests."""
+class Sim:
+    """The store of a simulation: each member's events kept as the stamped dicts the service would
+    append (no bytes, no hash chain: nothing is ever written), and each member's state kept live.
+
+    A member is always what `Service.member` gives on a MemoryStore (`Service._live`): carried
+    forward (`rules.advance_to`) when nothing of it waits on another ledger, which is exactly a
+    replay from scratch of its lines dated up to then; otherwise replayed from scratch with only the
+    peers its unsettled gifts and referrals name. Decisions go through the rules as
+    `Service.transact` sends them: seals first, ids `<phone>.<n>`."""
 
     def __init__(self, cat: Catalog):
         self.cat = cat
-        self.svc = service.in_memory(cat)
+        self.events: dict = {}  # phone -> [stamped event], oldest first
+        self.live: dict = {}  # phone -> Member holding every event of `events[phone]`, as of its `now`
+        self.last: dict = {}  # phone -> the instant of the last event of `events[phone]`
+        self.stats = {"replayed": 0, "resumed": 0, "snapshots_saved": 0, "peers_read": 0}
+
+    def member(self, phone: str, t: int, full: bool = False):
+        """As of `t` (`full`: as of the ledger's last event when that is later)."""
+        events = self.events.get(phone, ())
+        last = self.last.get(phone)
+        if full and last is not None and last > t:
+            t = last
+        m = self.live.get(phone)
+        if m is not None and m.count == len(events) and m.now is not None and t >= m.now:
+            if m.gifts_out or m.gifts_in or m.referrals or m.sched or m.join is None:
+                carry = rules.settled_state(m) and not rules.peers_of(m, t)
+            else:  # what settled_state and peers_of answer for a member no gift or referral ever touched
+                carry = True
+            if carry:
+                rules.advance_to(m, t)
+                return m
+        peers = {}
+        for p in rules.peers_needed(events, t):
+            if p != phone:
+                self.stats["peers_read"] += 1
+                peers[p] = self.events.get(p, ())
+        self.stats["replayed"] += len(events)
+        m = rules.play(rules.Member(self.cat, phone), events, t, peers)
+        if last is None or t >= last:  # every line applied: it can be carried forward
+            self.live[phone] = m
+        else:
+            self.live.pop(phone, None)
+        return m
+
+    def transact(self, phones, t: int, decide):
+        """`Service.transact` without the store: the members as of `t`, the decision, its events
+        appended (each member's seals first) and applied to the live states. The Refusal or the Decision."""
+        phones = list(dict.fromkeys(phones))
+        members = {p: self.member(p, t, full=True) for p in phones}
+        result = decide(members)
+        if isinstance(result, Refusal):
+            return result
+        cat, live, version = self.cat, self.live, SCHEMA_VERSION
+        for phone, evs in result.writes:
+            m = members.get(phone)
+            stored = self.events.get(phone)
+            if stored is None:
+                stored = self.events[phone] = []
+            if m is not None:
+                if m.gifts_out or m.referrals:  # the only outcomes a seal records
+                    evs = rules.seals(cat, m, t) + list(evs)
+                count = m.count
+            else:
+                count = len(stored)
+            keep = m is not None and live.get(phone) is m
+            at = None
+            for e in evs:
+                count += 1
+                line = {"v": version, "id": f"{phone}.{count}", "type": e["type"], "at": e["at"]}
+                line.update(e)  # the same keys in the same order as service.stamp
+                stored.append(line)
+                if line["type"] != "repair":
+                    at = instant(line["at"])
+                if keep:
+                    rules.extend(m, line, at)
+            if at is not None:
+                self.last[phone] = at
+            if not keep:
+                live.pop(phone, None)
+        return result
+
+
+class World:
+    """Ledgers in memory, changed only by re-decided requests.
+
+    By default on a `Sim` (the events as dicts, states live); `reference=True` runs the same
+    requests through the one service path instead (`Service.transact` on a MemoryStore: lines
+    encoded, chained, parsed back), the slower path the tests compare it with."""
+
+    def __init__(self, cat: Catalog, reference: bool = False):
+        self.cat = cat
+        self.reference = reference
+        self.svc = service.in_memory(cat) if reference else None
+        self.sim = None if reference else Sim(cat)
         self.gift_ids: dict = {}  # gift id as recorded -> gift id in this world
         self.outcomes: list = []
 
     @property
+    def stats(self) -> dict:
+        return self.svc.stats if self.reference else self.sim.stats
+
+    @property
     def ledgers(self) -> dict:
-        """phone -> the events this world wrote."""
-        return {p: list(self.svc.store.read(p).events) for p in self.svc.store.phones()}
+        """phone -> the events this world wrote (without the chain's `prev`)."""
+        if self.reference:
+            return {p: [{k: v for k, v in e.items() if k != "prev"} for e in self.svc.store.read(p).events]
+                    for p in self.svc.store.phones()}
+        return {p: list(evs) for p, evs in sorted(self.sim.events.items())}
 
     def member(self, phone: str, now):
-        return self.svc.member(phone, now)
+        if self.reference:
+            return self.svc.member(phone, now)
+        return self.sim.member(phone, now if isinstance(now, int) else rules.seconds(now))
 
     def _transact(self, phones, now, decide):
         try:
+            if not self.reference:
+                return self.sim.transact(phones, now, decide)
             self.svc.transact(phones, now, lambda ms, t: _keep(decide(ms), self))
         except BonusError as e:
             return Refusal(e.exit_code, e.kind, e.message, tuple(e.steps))
@@ -174,7 +304,8 @@ class World:
         return out
 
     def _decide(self, req: Request):
-        cat, now, phone, a = self.cat, req.at, req.phone, req.args
+        cat, phone, a = self.cat, req.phone, req.args
+        now = req.at if self.reference else rules.seconds(req.at)  # the rules read either as the same instant
         if req.command == "join":
             region = a["region"]
             if region not in cat.regions:
@@ -245,7 +376,7 @@ class World:
     # -- results
     def figures(self, phone: str, now) -> dict:
         """available / earned / spent of one member as of `now` (reading only the peers it names)."""
-        m = self.svc.member(phone, now)
+        m = self.member(phone, now)
         return {"available": m.available(), "earned": m.totals["credited"], "spent": m.totals["spent"],
                 "expired": m.totals["expired"], "forfeited": m.totals["forfeited"], "debt": m.debt,
                 "refunded": m.totals["refunded"]}
@@ -254,3 +385,166 @@ class World:
 def _keep(result, world):
     world._last = result
     return result
+
+
+# ---------------------------------------------------------------- two catalogs, member by member
+
+SERIAL_BELOW = 4000  # requests; a process pool costs more than it saves below this
+_GIFT = "\0gift "  # a gift id's node among the phones (no phone starts with NUL)
+
+
+def components(requests, phones) -> list:
+    """The groups of members that requests can tie together, each as (phones, request indices).
+
+    A request involves its member and the one it names (a join's referrer, a gift's recipient, an
+    accept's sender); a gift and an accept of the same recorded gift id belong together too (the
+    world maps recorded ids to its own). Nothing else crosses ledgers: the peers a replay reads are
+    named by gifts and referrals, which only these requests write. So each group, replayed alone in
+    the requests' order, gives what one world of everyone gives. Groups are in the order of their
+    first request (members without requests last, by phone); a group's phones (those that make
+    requests, and those of `phones` it holds) sorted, its indices ascending."""
+    parent: dict = {}
+
+    def find(x):
+        root = x
+        while True:
+            up = parent.get(root, root)
+            if up == root:
+                break
+            root = up
+        while x != root:
+            parent[x], x = root, parent[x]
+        return root
+
+    def union(a, b):
+        a, b = find(a), find(b)
+        if a != b:
+            parent[max(a, b)] = min(a, b)
+
+    for r in requests:
+        a = r.args
+        if r.command == "join" and a.get("referrer"):
+            union(r.phone, a["referrer"])
+        elif r.command == "gift":
+            union(r.phone, a["to"])
+            union(r.phone, _GIFT + a["gift_id"])
+        elif r.command == "accept":
+            union(r.phone, a["from"])
+            union(r.phone, _GIFT + a["gift_id"])
+    groups: dict = {}
+    for i, r in enumerate(requests):
+        g = groups.get(find(r.phone))
+        if g is None:
+            g = groups[find(r.phone)] = (set(), [])
+        g[0].add(r.phone)
+        g[1].append(i)
+    for p in phones:
+        g = groups.get(find(p))
+        if g is None:
+            g = groups[find(p)] = (set(), [])
+        g[0].add(p)
+    return [(sorted(ph), idx) for ph, idx in groups.values()]
+
+
+def compare_group(old: Catalog, new: Catalog, requests, indices, phones, ledgers, now) -> tuple:
+    """Replay one group's requests under both catalogs: ({phone: (old figures, new figures)} for
+    the group's phones that have a ledger, [(index, old outcome, new outcome)] of the requests
+    decided differently). Figures and outcomes as tuples (see `compare`)."""
+    wo, wn = World(old), World(new)
+    changed = []
+    for i in indices:
+        req = requests[i]
+        a, b = wo.apply(req), wn.apply(req)
+        if a.ok != b.ok or a.kind != b.kind:
+            changed.append((i, (a.ok, a.kind, a.message, a.view.get("points_spent") if a.ok else None),
+                            (b.ok, b.kind, b.message, b.view.get("points_spent") if b.ok else None)))
+    figures = {}
+    for p in phones:
+        if p in ledgers:
+            fo, fn = wo.figures(p, now), wn.figures(p, now)
+            figures[p] = ((fo["available"], fo["earned"], fo["spent"], fo["debt"]),
+                          (fn["available"], fn["earned"], fn["spent"], fn["debt"]))
+    return figures, changed
+
+
+_JOB: dict = {}  # what a forked worker of `compare` inherits: catalogs, ledgers, requests, groups
+
+
+def _compare_groups(bounds) -> tuple:
+    from bonuscli.service import gc_paused
+
+    j = _JOB
+    figures, changed = {}, []
+    with gc_paused():
+        for indices, phones in j["groups"][bounds[0]:bounds[1]]:
+            f, c = compare_group(j["old"], j["new"], j["requests"], indices, phones, j["ledgers"], j["now"])
+            figures.update(f)
+            changed.extend(c)
+    return figures, changed
+
+
+def _worker_init(parent):
+    from bonuscli.service import orphan_guard
+
+    orphan_guard(parent)
+
+
+def compare(old: Catalog, new: Catalog, ledgers: dict, requests, now, jobs=None) -> tuple:
+    """Replay `requests` (requests_of's, in its order) dated up to `now` under both catalogs, group
+    by group (`components`), on `jobs` processes (default: the core count). The same answer as two
+    worlds of everyone, whatever `jobs`: ({phone: ((available, earned, spent, debt) old, ... new)}
+    for every phone of `ledgers`, [(index, (ok, kind, message, points_spent) old, ... new)] of the
+    requests decided differently, by index)."""
+    import os
+
+    from bonuscli.service import gc_paused
+
+    upto = 0
+    for r in requests:
+        if r.at > now:
+            break
+        upto += 1
+    jobs = jobs or os.cpu_count() or 1
+    with gc_paused():
+        groups = [(idx, ph) for ph, idx in components(requests[:upto], sorted(ledgers))]
+        import multiprocessing
+
+        if jobs <= 1 or upto < SERIAL_BELOW or len(groups) < 2 or "fork" not in multiprocessing.get_all_start_methods():
+            _JOB.update(old=old, new=new, ledgers=ledgers, requests=requests, now=now, groups=groups)
+            try:
+                parts = [_compare_groups((0, len(groups)))]
+            finally:
+                _JOB.clear()
+        else:
+            parts = _pooled(old, new, ledgers, requests, now, groups, jobs, upto)
+    figures, changed = {}, []
+    for f, c in parts:
+        figures.update(f)
+        changed.extend(c)
+    changed.sort(key=lambda x: x[0])
+    return figures, changed
+
+
+def _pooled(old, new, ledgers, requests, now, groups, jobs, total) -> list:
+    """The groups in chunks of about total / (8 jobs) requests over forked workers, which inherit
+    everything they read (only the answers travel back)."""
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    size = max(200, total // (jobs * 8))
+    bounds, start, n = [], 0, 0
+    for k, (idx, ph) in enumerate(groups):
+        n += len(idx) + 1
+        if n >= size:
+            bounds.append((start, k + 1))
+            start, n = k + 1, 0
+    if start < len(groups):
+        bounds.append((start, len(groups)))
+    _JOB.update(old=old, new=new, ledgers=ledgers, requests=requests, now=now, groups=groups)
+    try:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("fork"),
+                                 initializer=_worker_init, initargs=(os.getpid(),)) as pool:
+            return list(pool.map(_compare_groups, bounds))
+    finally:
+        _JOB.clear()
