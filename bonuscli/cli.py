@@ -1030,8 +1030,10 @@ def completion_cmd(ctx, shell):
 @click.option("--engine", type=click.Choice(["local", "dask"]), default="local", show_default=True,
               help="Where whole-directory work runs: this machine's processes, or a Dask cluster.")
 @click.option("--scheduler", metavar="ADDRESS", help="With --engine dask: a running scheduler (default: a local cluster).")
+@click.option("--jobs", type=click.IntRange(min=1),
+              help="With --ledgers or --scenario: processes replaying members (default: the core count).")
 @click.pass_context
-def diff_cmd(ctx, old, new, ledgers, scenario, fail_on, engine, scheduler):
+def diff_cmd(ctx, old, new, ledgers, scenario, fail_on, engine, scheduler, jobs):
     """What changed between two catalogs, and what it does to members.
 
     \b
@@ -1067,9 +1069,10 @@ def diff_cmd(ctx, old, new, ledgers, scenario, fail_on, engine, scheduler):
                 doc["impact"] = dask_engine.impact(old_cat, new_cat, env.data_dir, now, scheduler=scheduler,
                                                    warn=render.warn)
             else:
-                doc["impact"] = diff_mod.impact(old_cat, new_cat, diff_mod.read_ledgers(svc.store, render.warn), now)
+                doc["impact"] = diff_mod.impact(old_cat, new_cat, diff_mod.read_ledgers(svc.store, render.warn), now,
+                                                jobs=jobs)
         else:
-            doc["impact"] = diff_mod.impact(old_cat, new_cat, files, now)
+            doc["impact"] = diff_mod.impact(old_cat, new_cat, files, now, jobs=jobs)
     found = [k for k in kinds if any(c["kind"] == k for c in doc["changes"])]
     doc["failed_on"] = found
     emit(env, doc, diff_mod.human, lambda d: d["changes"])
