@@ -28,7 +28,7 @@ class Row(NamedTuple):
     line: int
     phone: str
     ref: object
-    at: object  # datetime or None
+    at: object  # epoch seconds, or None (the batch's --at)
     req: object  # the request, as the single command builds it
 
 
@@ -319,6 +319,19 @@ def _part_lines(part):
 # ---------------------------------------------------------------- running a batch
 
 
+_EPOCHS: dict = {}  # (at text, zone) -> epoch seconds: rows often share their `at`
+
+
+def _epoch(text: str, tz) -> int:
+    key = (text, tz)
+    t = _EPOCHS.get(key)
+    if t is None:
+        if len(_EPOCHS) > 4096:
+            _EPOCHS.clear()
+        t = _EPOCHS[key] = rules.seconds(rq.when(text, tz, "at"))
+    return t
+
+
 def _row(cat, spec: Spec, line: int, raw):
     """(Row, None) or (None, problem) for one raw row: whatever is wrong with a row is that row's
     problem, never the batch's."""
@@ -330,7 +343,7 @@ def _row(cat, spec: Spec, line: int, raw):
         if not (raw.get("phone") or "").strip():
             raise BadInput("phone is missing", "bad-row")
         at_text = raw.get("at")
-        at = rq.when(at_text, cat.tz, "at") if at_text and at_text.strip() else None
+        at = _epoch(at_text, cat.tz) if at_text and at_text.strip() else None
         req = spec.parse(cat, raw)
     except BonusError as e:
         return None, {"line": line, "ref": ref, "code": e.exit_code, "message": e.message}
@@ -432,7 +445,8 @@ def _chunk(svc, kind, items, now, dry_run, counts, problems):
     done = []
     try:
         for phone, rows in items:
-            rows = sorted(rows, key=lambda r: (r.at or now))
+            t0 = rules.seconds(now)
+            rows = sorted(rows, key=lambda r: t0 if r.at is None else r.at)
             done.append((phone, rows) + _member(svc, kind, phone, rows, now, dry_run, commit))
     finally:
         failed = commit.sync()

@@ -287,8 +287,14 @@ def _read_bytes(path: Path) -> bytes:
         if e.errno == errno.ELOOP:
             raise _open_error(path, e, "replace it with the real file", "file", "unsafe-file")
         raise
-    with os.fdopen(fd, "rb") as f:
-        return f.read()
+    try:
+        size = os.fstat(fd).st_size
+        chunks = [os.read(fd, size + 1 if size < (1 << 30) else 1 << 30)]
+        while chunks[-1]:  # read to the end, however the file grew meanwhile
+            chunks.append(os.read(fd, 1 << 20))
+    finally:
+        os.close(fd)
+    return chunks[0] if len(chunks) == 2 else b"".join(chunks)
 
 
 def read_after(path: Path, offset: int, last_len: int, last_hash: str, first: int,

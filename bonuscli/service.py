@@ -387,24 +387,25 @@ class Service:
 
     def batch_member(self, phone: str, rows, default_now, dry_run: bool, decide, commit=None) -> list:
         """Decide a member's rows, each as of its own `at` (rows sorted by it), exactly as the single
-        command would; write what was decided with one lock and one fsync. `rows`: [(at or None, req)].
+        command would; write what was decided with one lock and one fsync. `rows`: [(at or None, req)],
+        `at` a datetime or epoch seconds.
         Returns one outcome per row: ("applied", view) | ("duplicate", view) | (Refusal, None). With a
         `commit` (ledger.Commit), the lock is held and the bytes made durable by `commit.sync()`, with
         other members' writes: nothing of the outcomes may be reported before it returns."""
         t0 = rules.seconds(default_now)
+        rows = [(t0 if at is None else at if type(at) is int else rules.seconds(at), req) for at, req in rows]
         outcomes = []
         lock = self.store.locked([phone], commit) if not dry_run else _nolock()
         with lock:
             ledgers: dict = {}
-            first = rules.seconds(rows[0][0]) if rows[0][0] is not None else t0
+            first = rows[0][0]
             m = self.member(phone, first, full=True, ledgers=ledgers)
             led = ledgers[phone]
             count = m.count + (1 if led.torn else 0)
             events = stamp(phone, count, rules.seals(self.catalog, m, m.now))
             for e in events:
                 rules.extend(m, e)
-            for at, req in rows:
-                t = rules.seconds(at) if at is not None else t0
+            for t, req in rows:
                 if t > m.now:
                     if rules.peers_of(m, t):  # waits on another ledger: read it all again
                         if events and not dry_run:

@@ -63,7 +63,7 @@ class Calendar:
     """A catalog's time zone, validity and closing date, with exact cached conversions."""
 
     __slots__ = ("tz", "tzname", "validity", "closing", "_day", "_start", "_expiry", "_ym", "_text", "days",
-                 "tenure", "coef_text", "_date_text")
+                 "tenure", "coef_text", "_date_text", "_guess", "_whole")
 
     def __init__(self, cat: Catalog):
         self.tz = zone(cat.timezone)
@@ -82,6 +82,8 @@ class Calendar:
         self.tenure: dict = {}  # customer_since text -> tenure_steps (`earn`)
         self.coef_text: dict = {}  # coefficient -> its text as stored
         self._date_text: dict = {}
+        self._guess = 0  # the UTC offset (seconds) of the last local day found: where `day` looks first
+        self._whole: dict = {}  # local ordinal -> (offset seconds, offset text) when it holds all day, or None
 
     def day_info(self, key: str):
         """`days[key]`, computed (see __init__)."""
@@ -107,16 +109,24 @@ class Calendar:
         return info
 
     def day(self, epoch: int) -> int:
-        """The local date (ordinal) of an instant."""
+        """The local date (ordinal) of an instant: the day whose local 00:00 (`start`) is at or before
+        it and whose next day's is after it, found from the cached starts of days."""
         bucket = epoch // 900
         d = self._day.get(bucket)
         if d is not None:
             return d
-        first = self._exact_day(bucket * 900)
-        if first == self._exact_day(bucket * 900 + 899):
-            self._day[bucket] = first
-            return first
-        return self._exact_day(epoch)
+        o = (epoch + self._guess) // 86400 + EPOCH_ORDINAL
+        start = self.start
+        while epoch < start(o):
+            o -= 1
+        while epoch >= start(o + 1):
+            o += 1
+        self._guess = (o - EPOCH_ORDINAL) * 86400 - start(o)
+        if start(o) <= bucket * 900 and bucket * 900 + 899 < start(o + 1):
+            if len(self._day) > 200_000:
+                self._day.clear()
+            self._day[bucket] = o
+        return o
 
     def _exact_day(self, epoch: int) -> int:
         return dt.datetime.fromtimestamp(epoch, self.tz).date().toordinal()
@@ -151,13 +161,37 @@ class Calendar:
         return dt.datetime.fromtimestamp(epoch, self.tz)
 
     def iso(self, epoch: int) -> str:
-        """An instant as ledgers write it, in program time."""
+        """An instant as ledgers write it, in program time (`datetime.isoformat`, built from the local
+        day and its offset when that offset holds all day long)."""
         t = self._text.get(epoch)
         if t is None:
             if len(self._text) > 4096:
                 self._text.clear()
-            t = self._text[epoch] = dt.datetime.fromtimestamp(epoch, self.tz).isoformat(timespec="seconds")
+            o = self.day(epoch)
+            whole = self._whole.get(o, 0)
+            if whole == 0:
+                whole = self._whole_day(o)
+            if whole is None:
+                t = dt.datetime.fromtimestamp(epoch, self.tz).isoformat(timespec="seconds")
+            else:
+                secs = epoch + whole[0] - (o - EPOCH_ORDINAL) * 86400
+                t = f"{self.date_text(o)}T{secs // 3600:02d}:{secs % 3600 // 60:02d}:{secs % 60:02d}{whole[1]}"
+            self._text[epoch] = t
         return t
+
+    def _whole_day(self, o: int):
+        """(offset seconds, offset text) when the program's offset is the same all through local day
+        `o` (a day of 86,400 seconds), else None."""
+        start, end = self.start(o), self.start(o + 1)
+        first, last = dt.datetime.fromtimestamp(start, self.tz), dt.datetime.fromtimestamp(end - 1, self.tz)
+        off = first.utcoffset()
+        whole = None
+        if end - start == 86400 and off == last.utcoffset() and first.time() == dt.time(0):
+            whole = (int(off.total_seconds()), first.isoformat(timespec="seconds")[19:])
+        if len(self._whole) > 100_000:
+            self._whole.clear()
+        self._whole[o] = whole
+        return whole
 
     def date_text(self, ordinal: int) -> str:
         """`date_of`, cached (an expiry date is written on every credit)."""

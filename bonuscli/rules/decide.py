@@ -197,7 +197,9 @@ def earn(cat: Catalog, m: Member, now, amount: Decimal, category: str, ref=None,
                 cal.tenure.clear()
             since = dt.date.fromisoformat(since_text)
             steps_from = cal.tenure[since_text] = tenure_steps(cat, since)
-        coef = next(v for last, v in steps_from if last is None or today <= last)
+        for last, coef in steps_from:
+            if last is None or today <= last:
+                break
         rpp, steps = c.rub_per_point, None
     else:
         last_month = rub(m.month_spend.get((category, ym - 1), 0))
