@@ -392,26 +392,36 @@ def exit_code(summary: dict) -> int:
 
 
 def _group(svc, kind, form: Form, part, now, dry_run) -> tuple:
-    """Parse, decide and write one group of rows: (counts, problems)."""
+    """Parse, decide and write one group of rows: (counts, problems). Its lines are gathered by
+    member as text, and each chunk of members is parsed only when it is decided, so a group holds
+    ~150 bytes a row rather than the parsed rows (memory stays flat with the file's size)."""
     spec = SPECS[kind]
     cat = svc.catalog
     counts = dict(rows=0, applied=0, duplicates=0, refused=0, errors=0)
     problems: list = []
+    phone_at = 0 if form.json else form.header.index("phone")
     members: dict = {}
     for n, line in _part_lines(part):
-        raw = raw_row(form, line)
-        if raw is None:
-            continue
-        counts["rows"] += 1
-        row, problem = _row(cat, spec, n, raw)
-        if problem is not None:
-            counts["errors"] += 1
-            problems.append(problem)
-        else:
-            members.setdefault(row.phone, []).append(row)
-    items = list(members.items())
-    for i in range(0, len(items), CHUNK):
-        _chunk(svc, kind, items[i:i + CHUNK], now, dry_run, counts, problems)
+        members.setdefault(_route_key(form, line, phone_at), []).append((n, line))
+    keys = list(members)
+    for i in range(0, len(keys), CHUNK):
+        items = []
+        for key in keys[i:i + CHUNK]:
+            rows = []
+            for n, line in members.pop(key):
+                raw = raw_row(form, line)
+                if raw is None:
+                    continue
+                counts["rows"] += 1
+                row, problem = _row(cat, spec, n, raw)
+                if problem is not None:
+                    counts["errors"] += 1
+                    problems.append(problem)
+                else:
+                    rows.append(row)
+            if rows:  # every row of a group is one member's (the key is the normalised phone)
+                items.append((rows[0].phone, rows))
+        _chunk(svc, kind, items, now, dry_run, counts, problems)
     return counts, problems
 
 

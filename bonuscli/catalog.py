@@ -9,7 +9,6 @@ from the cache is executed). Imports model; yaml lazily.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 from decimal import Decimal
 from pathlib import Path
@@ -50,6 +49,11 @@ RATE_MAX = 1_000_000  # roubles per point, points per rouble
 MONEY_MAX = Decimal("1000000000000")  # roubles: amount_max, thresholds, tier bounds
 COEFFICIENT_MAX = Decimal(100)
 DECIMALS_MAX = 4  # a coefficient or a share: exact products need few digits
+
+try:  # the catalog cache is read by every command: the faster decoder when installed
+    from orjson import loads as _loads
+except ImportError:  # pragma: no cover
+    from json import loads as _loads
 
 
 def default_path() -> Path:
@@ -788,7 +792,7 @@ def load(path: Path, shown: str, cache_dir: Path | None = None, defer: list | No
             cached = _cache_file(cache_dir, key)
             fd = os.open(cached, os.O_RDONLY | os.O_NOFOLLOW)
             with os.fdopen(fd, "rb") as f:
-                doc = json.loads(f.read())
+                doc = _loads(f.read())
             if doc.get("format") == CACHE_FORMAT and doc.get("key") == key:
                 cat = from_plain(doc["catalog"])
                 if isinstance(cat, Catalog) and cat.path == shown:
@@ -821,6 +825,8 @@ def _save(cache_dir: Path, cached: Path, key: str, cat: Catalog) -> None:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         os.fchmod(fd, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
+            import json
+
             json.dump({"format": CACHE_FORMAT, "key": key, "catalog": to_plain(cat)}, f, ensure_ascii=False)
         os.replace(tmp, cached)
     except (OSError, TypeError, ValueError):

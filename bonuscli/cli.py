@@ -157,26 +157,27 @@ def _remember(ctx, param, value):
     return value
 
 
-def _global_options():
+def _global_specs():
+    """(declarations, attributes) of the global options, which the group and every subcommand take."""
     return [
-        click.option("--data-dir", type=click.Path(file_okay=False), expose_value=False, callback=_remember,
-                     is_eager=True, help=f"Where ledgers live [env {ENV_DATA}; default: the user data dir]."),
-        click.option("--catalog", type=click.Path(dir_okay=False), expose_value=False, callback=_remember,
-                     is_eager=True, help=f"The rules file [env {ENV_CATALOG}; default: the bundled catalog.yaml]."),
-        click.option("--at", metavar="WHEN", expose_value=False, callback=_remember, is_eager=True,
-                     help=f"Act as of this ISO date or date-time [env {ENV_NOW}; default: now]."),
-        click.option("--json", "json", is_flag=True, default=False, expose_value=False, callback=_remember,
-                     is_eager=True, help="Print JSON for scripts instead of tables (= --format json)."),
-        click.option("--format", "fmt", type=click.Choice(FORMATS), expose_value=False, callback=_remember,
-                     is_eager=True, help="Output: table (for people), json, csv or tsv (rows with a header)."),
-        click.option("--debug", is_flag=True, default=False, expose_value=False, callback=_remember,
-                     is_eager=True, hidden=True, help="Show a traceback on internal errors."),
+        (("--data-dir",), dict(type=click.Path(file_okay=False), expose_value=False, callback=_remember,
+                               is_eager=True, help=f"Where ledgers live [env {ENV_DATA}; default: the user data dir].")),
+        (("--catalog",), dict(type=click.Path(dir_okay=False), expose_value=False, callback=_remember, is_eager=True,
+                              help=f"The rules file [env {ENV_CATALOG}; default: the bundled catalog.yaml].")),
+        (("--at",), dict(metavar="WHEN", expose_value=False, callback=_remember, is_eager=True,
+                         help=f"Act as of this ISO date or date-time [env {ENV_NOW}; default: now].")),
+        (("--json", "json"), dict(is_flag=True, default=False, expose_value=False, callback=_remember,
+                                  is_eager=True, help="Print JSON for scripts instead of tables (= --format json).")),
+        (("--format", "fmt"), dict(type=click.Choice(FORMATS), expose_value=False, callback=_remember, is_eager=True,
+                                   help="Output: table (for people), json, csv or tsv (rows with a header).")),
+        (("--debug",), dict(is_flag=True, default=False, expose_value=False, callback=_remember, is_eager=True,
+                            hidden=True, help="Show a traceback on internal errors.")),
     ]
 
 
 FORMATS = ("table", "json", "csv", "tsv")
-GLOBAL_OPTIONS = _global_options()
-GLOBAL_FLAGS = (("--data-dir",), ("--catalog",), ("--at",), ("--json",), ("--format",), ("--debug",))
+GLOBAL_SPECS = _global_specs()
+GLOBAL_OPTIONS = [click.option(*decls, **attrs) for decls, attrs in GLOBAL_SPECS]
 
 
 def global_options(f):
@@ -270,6 +271,10 @@ class BonusGroup(click.Group):
             sys.exit(code)
         return code
 
+    def get_command(self, ctx, cmd_name):
+        cmd = super().get_command(ctx, cmd_name)
+        return with_globals(cmd) if cmd is not None else None
+
     def _finish(self):
         env = getattr(self, "_env", None)
         if env is not None and env._service is not None:
@@ -323,19 +328,23 @@ def command(*args, **kw):
     command's own option of the same name, such as `export --format`, wins)."""
 
     def deco(f):
-        own_opts = {o for p in getattr(f, "__click_params__", []) for o in getattr(p, "opts", [])}
-        for opts, opt in reversed(list(zip(GLOBAL_FLAGS, GLOBAL_OPTIONS))):
-            if not set(opts) & own_opts:
-                f = opt(f)
         cmd = cli.command(*args, **kw)(f)
-        own = [p for p in cmd.params if p.name not in GLOBAL_NAMES]
-        cmd.params = own + [p for p in cmd.params if p.name in GLOBAL_NAMES]
+        own_opts = {o for p in cmd.params for o in getattr(p, "opts", [])}
+        # made when the command is first resolved (BonusGroup.get_command): one command runs, so
+        # building ~140 options for all of them at every start-up is wasted (docs/performance.md)
+        cmd.pending_globals = [spec for spec in GLOBAL_SPECS if spec[0][0] not in own_opts]
         return cmd
 
     return deco
 
 
-GLOBAL_NAMES = ("data_dir", "catalog", "at", "json", "fmt", "debug")
+def with_globals(cmd):
+    """`cmd` with the global options after its own (made once, on first use)."""
+    pending = getattr(cmd, "pending_globals", None)
+    if pending:
+        cmd.pending_globals = None
+        cmd.params = cmd.params + [click.Option(decls, **attrs) for decls, attrs in pending]
+    return cmd
 
 
 # ---------------------------------------------------------------- shared plumbing

@@ -13,7 +13,6 @@ Imports model and paths.
 from __future__ import annotations
 
 import errno
-import json
 import os
 import time
 from contextlib import contextmanager
@@ -27,8 +26,17 @@ try:  # a fast decoder when installed (docs/performance.md: ~5x faster than json
     from orjson import JSONDecodeError as _DecodeError
     from orjson import loads as _loads
 except ImportError:  # pragma: no cover - orjson is a dependency; the stdlib gives the same values
+    import json
+
     _loads = json.loads
     _DecodeError = json.JSONDecodeError
+
+def _json():
+    """The json module, imported only where it is needed (start-up: docs/performance.md)."""
+    import json
+
+    return json
+
 
 LOCK_TIMEOUT = 10.0
 REQUIRED = ("v", "id", "type", "at")
@@ -41,6 +49,8 @@ def _dumps(doc) -> bytes:
 
         return orjson.dumps(doc)
     except ImportError:  # pragma: no cover
+        import json
+
         return json.dumps(doc, separators=(",", ":")).encode()
 
 
@@ -227,7 +237,7 @@ def parse(path: Path, data: bytes, first: int = 1, base: int = 0, before: Option
             if t not in types:
                 raise ValueError(f"unknown event type {t!r}" if isinstance(t, str) else "not a ledger event")
         except (ValueError, UnicodeDecodeError) as e:
-            bad.append((n, "not valid JSON" if isinstance(e, (_DecodeError, json.JSONDecodeError)) else str(e)))
+            bad.append((n, "not valid JSON" if isinstance(e, (_DecodeError, _json().JSONDecodeError)) else str(e)))
             continue
         if t == "repair":
             repaired.add(event.get("line"))
@@ -944,7 +954,7 @@ def encode(event: dict) -> bytes:
     try:
         return _orjson_dumps(event) + b"\n"
     except (TypeError, ValueError):  # e.g. an integer beyond 64 bits: the stdlib writes it
-        return (json.dumps(event, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+        return (_json().dumps(event, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
 
 
 try:

@@ -5,8 +5,14 @@ Owns: every byte bonuscli prints. Imports model; tabulate lazily.
 
 from __future__ import annotations
 
-import json
 import sys
+
+
+def _json():
+    """The json module, imported when a command prints JSON (start-up: docs/performance.md)."""
+    import json
+
+    return json
 
 from bonuscli.model import BonusError
 
@@ -21,6 +27,8 @@ def public(value):
 
 
 def dumps(value, indent=2) -> str:
+    import json
+
     return json.dumps(public(value), indent=indent, ensure_ascii=False)
 
 
@@ -30,7 +38,7 @@ def emit_json(value) -> None:
 
 def emit_json_lines(rows) -> None:
     for row in rows:
-        sys.stdout.write(json.dumps(public(row), ensure_ascii=False, separators=(", ", ": ")) + "\n")
+        sys.stdout.write(_json().dumps(public(row), ensure_ascii=False, separators=(", ", ": ")) + "\n")
 
 
 def table(rows, headers, colalign=None) -> str:
@@ -107,7 +115,7 @@ def error(err: BonusError, as_json: bool) -> None:
         doc = {"error": {"code": err.exit_code, "kind": err.kind, "message": printable(err.message)}}
         if err.steps:
             doc["error"]["steps"] = public(err.steps)
-        sys.stderr.write(json.dumps(doc, ensure_ascii=False) + "\n")
+        sys.stderr.write(_json().dumps(doc, ensure_ascii=False) + "\n")
     else:
         sys.stderr.write("error: " + printable(err.message) + "\n")
 
@@ -124,7 +132,7 @@ def cell(value) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (dict, list, tuple)):
-        return json.dumps(public(value), ensure_ascii=False, separators=(",", ":"))
+        return _json().dumps(public(value), ensure_ascii=False, separators=(",", ":"))
     return str(value)
 
 

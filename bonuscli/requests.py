@@ -11,7 +11,6 @@ exactly the same answer (an empty `ref` included: refused). Raises BadInput
 from __future__ import annotations
 
 import datetime as dt
-import difflib
 import re
 from decimal import Decimal
 from typing import NamedTuple, Optional
@@ -26,6 +25,8 @@ SHOWN_MAX = 40  # an input echoed in a message is cut to this many characters (o
 
 def suggest(value: str, choices, what: str) -> str:
     """`; did you mean 'x'?` for a near miss, as Click does for commands."""
+    import difflib
+
     close = difflib.get_close_matches(value, list(choices), n=1, cutoff=0.6)
     return f"; did you mean '{close[0]}'?" if close else ""
 
@@ -203,6 +204,8 @@ def region(cat: Catalog, text) -> str:
         hint = f"; did you mean 'RU-{code}'?"
     else:
         by_name = {name.lower(): c for c, name in cat.regions.items()}
+        import difflib
+
         close = difflib.get_close_matches(str(text).strip().lower(), list(by_name), n=1, cutoff=0.6)
         hint = f"; did you mean '{by_name[close[0]]}' ({cat.regions[by_name[close[0]]]})?" if close else \
             suggest(code, cat.regions, "region")

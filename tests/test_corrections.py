@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from contextlib import contextmanager
 import re
 from decimal import Decimal
 from fractions import Fraction
@@ -844,3 +845,50 @@ def test_property_earn_then_full_refund_as_if_never(before, target, after, npart
     assert fa["lots"] == fb["lots"]
     assert fa["total"] == fb["total"]
     assert rules.balance(with_x, end).view["next_expiry"] == rules.balance(without, end).view["next_expiry"]
+
+
+@PROPS
+@given(steps=st.lists(st.tuples(st.sampled_from(["earn", "refund", "redeem", "wait"]),
+                                st.integers(min_value=0, max_value=40), spend), min_size=3, max_size=40))
+def test_property_a_refund_finds_its_lot_by_expiry_as_a_full_scan_would(steps):
+    """A refund takes from the lot of the earn it names first. The replay finds that lot among the
+    lots of its expiry only (Member.take's `near`), not by scanning every lot: a member replayed both
+    ways has the same lots, balances and forecast, after any mix of earns, refunds, redemptions and
+    time passing (some lots spent or expired before their refund)."""
+    events = new_member(START)
+    t = START + dt.timedelta(days=1)
+    refs = []
+    for kind, k, (amount, category) in steps:
+        t += dt.timedelta(hours=7)
+        m = rules.replay(CAT, A, events, t)
+        if kind == "earn":
+            d = rules.earn(CAT, m, t, amount, category, f"e{len(refs)}")
+            refs.append(f"e{len(refs)}")
+        elif kind == "refund" and refs:
+            d = rules.refund(CAT, m, t, refs[k % len(refs)], None if k % 3 else Decimal("1.00"))
+        elif kind == "redeem":
+            d = rules.redeem(CAT, m, t, "minutes_30", "web")
+        else:
+            t += dt.timedelta(days=40 * (k % 10))
+            continue
+        if isinstance(d, Decision):
+            apply(events, d)
+    end = t + dt.timedelta(days=30)
+    fast = rules.replay(CAT, A, events, end)
+    with refund_by_scan():
+        slow = rules.replay(CAT, A, events, end)
+    assert fast.live_lots() == slow.live_lots()
+    assert (fast.available(), fast.totals, fast.debt) == (slow.available(), slow.totals, slow.debt)
+
+
+@contextmanager
+def refund_by_scan():
+    """Replays whose refunds look for their lot by scanning every lot (no `near`)."""
+    from bonuscli.rules.member import Member
+
+    real = Member.take
+    Member.take = lambda self, points, first=None, near=None: real(self, points, first)
+    try:
+        yield
+    finally:
+        Member.take = real

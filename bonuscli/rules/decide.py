@@ -10,7 +10,6 @@ seconds. Imports model and the other rules modules.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 from decimal import Decimal
 
 from bonuscli.model import Catalog, Decision, Refusal, decimal_text, money
@@ -45,6 +44,8 @@ def _t(now) -> int:
 
 
 def gift_id_for(sender: str, recipient: str, at: str, count: int, salt: int = 0) -> str:
+    import hashlib
+
     h = hashlib.sha256(f"{sender}>{recipient}@{at}#{count}/{salt}".encode()).digest()
     alphabet = "abcdefghjkmnpqrstuvwxyz23456789"
     n = int.from_bytes(h[:8], "big")
@@ -277,6 +278,8 @@ PER_WORDS = {"day": "a calendar day", "month": "a calendar month", "year": "a ca
 
 
 def voucher_code(event_seed: str) -> str:
+    import hashlib
+
     h = hashlib.sha256(event_seed.encode()).hexdigest().upper()
     return f"BOOK-{h[:4]}-{h[4:8]}-{h[8:12]}"
 

@@ -154,14 +154,18 @@ class Member:
         self.totals["credited"] += points
         return self._lot_in(at, day, lid, points, why, exp)
 
-    def take(self, points: int, first=None) -> list:
-        """Remove `points` oldest expiry first (from lot `first` before the others).
+    def take(self, points: int, first=None, near=None) -> list:
+        """Remove `points` oldest expiry first (from lot `first` before the others; `near`: the expiry
+        that lot was given, so it is looked for among the lots of that expiry only, not all of them).
         Returns [(expires_on, points, lot id)]."""
         taken = []
         lots = self.lots
         if first is not None and points > 0:
-            for i in range(self.head, len(lots)):
+            start = self.head if near is None else bisect.bisect_left(lots, [near], self.head)
+            for i in range(start, len(lots)):
                 lot = lots[i]
+                if near is not None and lot[EXP] != near:
+                    break  # past the lots of that expiry: it has none left
                 if lot[LID] == first:
                     n = min(lot[PTS], points)
                     lot[PTS] -= n

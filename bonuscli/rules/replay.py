@@ -20,6 +20,7 @@ from bonuscli.model import Catalog
 from bonuscli.rules.dates import cents, date_of, instant, ordinal
 from bonuscli.rules.links import _outcome, _referral, cut
 from bonuscli.rules.member import (
+    E_AT,
     E_CAT,
     E_ID,
     E_REF_AMOUNT,
@@ -174,7 +175,9 @@ def _ev_earn(m: Member, e: dict, at: int) -> None:
 
 def _ev_refund(m: Member, e: dict, at: int) -> None:
     rec = m.earns.get(e["earn_ref"])
-    taken = m.take(e["points_taken"], first=rec[E_ID] if rec else None)
+    # the earn's lot expires `validity` after the earn's local day (Member._lot_in), when it has one
+    near = m.cal.expiry(m.cal.day(instant(rec[E_AT]))) if rec else None
+    taken = m.take(e["points_taken"], first=rec[E_ID] if rec else None, near=near)
     added = e.get("debt_added", 0)
     m.debt += added
     m.totals["refunded"] += e["points_taken"] + added
