@@ -289,8 +289,9 @@ def _open_error(path: Path, e: OSError, fix: str, what: str, kind: str) -> Files
     return FilesError(f"cannot open {what} {path}: {e.strerror or e}", kind)
 
 
-def _read_bytes(path: Path) -> bytes:
-    """A file's bytes, never through a symbolic link (FileNotFoundError when there is none)."""
+def _read_bytes(path: Path, start: int = 0) -> bytes:
+    """A file's bytes from byte `start` on, never through a symbolic link (FileNotFoundError when there
+    is none)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
     except OSError as e:
@@ -298,8 +299,10 @@ def _read_bytes(path: Path) -> bytes:
             raise _open_error(path, e, "replace it with the real file", "file", "unsafe-file")
         raise
     try:
-        size = os.fstat(fd).st_size
-        chunks = [os.read(fd, size + 1 if size < (1 << 30) else 1 << 30)]
+        size = os.fstat(fd).st_size - start
+        if start:
+            os.lseek(fd, start, os.SEEK_SET)
+        chunks = [os.read(fd, max(size, 0) + 1 if size < (1 << 30) else 1 << 30)]
         while chunks[-1]:  # read to the end, however the file grew meanwhile
             chunks.append(os.read(fd, 1 << 20))
     finally:
@@ -313,17 +316,20 @@ def read_after(path: Path, offset: int, last_len: int, last_hash: str, first: in
 
     Returns None when the file no longer matches (shorter, or that line differs): read it whole.
     With `phone`, the lines after it are verified (the chain continues from that line)."""
+    start = offset - last_len - 1
+    if start < 0:
+        return None
     try:
-        data = _read_bytes(path)
+        data = _read_bytes(path, start)  # only from the line the snapshot ends on
     except OSError:
         return None
-    start = offset - last_len - 1
-    if start < 0 or len(data) < offset or data[offset - 1:offset] != b"\n":
+    end = offset - start  # where that line's newline ends, in `data`
+    if len(data) < end or data[end - 1:end] != b"\n":
         return None
-    before = data[start:offset - 1]
+    before = data[:end - 1]
     if line_hash(before) != last_hash:
         return None
-    rest = data[offset:]
+    rest = data[end:]
     led = parse(path, rest, first, offset, before)
     if phone is not None:
         problems = verify_chain(path, rest, phone, first, before, offset, led.events)
