@@ -16,15 +16,15 @@ import json
 import os
 import sys
 import zlib
-from typing import Callable, NamedTuple
+from typing import Callable
 
 from bonuscli import requests as rq
 from bonuscli import rules
-from bonuscli.model import BadInput, BonusError, FilesError, Refusal, iso, parse_when
+from bonuscli.model import BadInput, BonusError, FilesError, Refusal, iso, parse_when, Record
 from bonuscli.service import decide_adjust, orphan_guard
 
 
-class Row(NamedTuple):
+class Row(Record):
     line: int
     phone: str
     ref: object
@@ -32,7 +32,7 @@ class Row(NamedTuple):
     req: object  # the request, as the single command builds it
 
 
-class Spec(NamedTuple):
+class Spec(Record):
     """What a batch reads and how each row is decided."""
 
     required: tuple
@@ -133,7 +133,7 @@ def _json_value(key, value):
     return str(value)
 
 
-class Form(NamedTuple):
+class Form(Record):
     """How a file's rows read: JSON lines, or CSV with this header."""
 
     json: bool

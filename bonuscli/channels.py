@@ -7,15 +7,15 @@ Owns: text -> (action, arguments) and view -> reply. Pure; imports model only.
 from __future__ import annotations
 
 import re
-from typing import NamedTuple
 
-from bonuscli.model import Catalog
+
+from bonuscli.model import Catalog, Record
 
 JOIN_USSD = ("*111*455*1#", "*455*1#")
 BALANCE_USSD = ("*111*455*0#", "*455*0#")
 
 
-class Action(NamedTuple):
+class Action(Record):
     action: str  # join | balance | forecast | leave | gift | redeem | not-member | unknown
     args: dict
 

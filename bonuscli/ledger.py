@@ -17,10 +17,10 @@ import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import NamedTuple, Optional
+from typing import Optional
 
 from bonuscli import paths
-from bonuscli.model import EVENT_TYPES, SCHEMA_VERSION, FilesError
+from bonuscli.model import EVENT_TYPES, SCHEMA_VERSION, FilesError, Record
 
 try:  # a fast decoder when installed (docs/performance.md: ~5x faster than json.loads a line)
     from orjson import JSONDecodeError as _DecodeError
@@ -59,12 +59,12 @@ def decode(raw: bytes):
     return _loads(raw)
 
 
-class Torn(NamedTuple):
+class Torn(Record):
     line: int
     offset: int
 
 
-class LedgerRead(NamedTuple):
+class LedgerRead(Record):
     path: Path
     events: tuple  # dicts, oldest first, repair events included
     torn: Optional[Torn]

@@ -13,9 +13,9 @@ from __future__ import annotations
 import datetime as dt
 import re
 from decimal import Decimal
-from typing import NamedTuple, Optional
+from typing import Optional
 
-from bonuscli.model import YEARS, BadInput, Catalog, normalize_phone, parse_amount, parse_date, parse_when
+from bonuscli.model import YEARS, BadInput, Catalog, normalize_phone, parse_amount, parse_date, parse_when, Record
 
 POINTS_MAX = 999_999_999  # an adjustment or a count beyond this is a typo, not a number of points
 REF_MAX = 200
@@ -283,7 +283,7 @@ def total_rub(text, what: str) -> Decimal:
 # ---------------------------------------------------------------- requests of the writing commands
 
 
-class Join(NamedTuple):
+class Join(Record):
     phone: str
     region: str
     method: str
@@ -321,7 +321,7 @@ def join(cat: Catalog, today: dt.date, phone_text, region_text, method_text="sms
     return req
 
 
-class Earn(NamedTuple):
+class Earn(Record):
     phone: str
     amount: Decimal
     category: str
@@ -336,7 +336,7 @@ def earn(cat: Catalog, phone_text, amount_text, category_text, ref_text=None, re
     return Earn(p, a, c, r)
 
 
-class Refund(NamedTuple):
+class Refund(Record):
     phone: str
     ref: str
     amount: Optional[Decimal]
@@ -351,7 +351,7 @@ def refund(cat: Catalog, phone_text, ref_text, amount_text=None, refund_ref_text
     return Refund(p, r, a, rr)
 
 
-class Adjust(NamedTuple):
+class Adjust(Record):
     phone: str
     points: int
     reason: str
@@ -373,7 +373,7 @@ def adjust(cat: Catalog, phone_text, points_text, reason_text, ref_text=None, ex
     return Adjust(p, n, why, r, exp, reg)
 
 
-class Redeem(NamedTuple):
+class Redeem(Record):
     phone: str
     code: str
     channel: str
@@ -392,7 +392,7 @@ def redeem(cat: Catalog, phone_text, code_text, via_text="web", price_text=None,
     return Redeem(p, code, via, price, pts)
 
 
-class Gift(NamedTuple):
+class Gift(Record):
     sender: str
     recipient: str
     points: int
@@ -402,7 +402,7 @@ def gift(cat: Catalog, sender_text, recipient_text, points_text) -> Gift:
     return Gift(phone(sender_text), phone(recipient_text), count(points_text, "POINTS"))
 
 
-class Accept(NamedTuple):
+class Accept(Record):
     phone: str
     gift_id: str
     reject: bool

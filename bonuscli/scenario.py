@@ -16,14 +16,14 @@ import json
 import os
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import NamedTuple, Optional
+from typing import Optional
 
 from bonuscli import render
-from bonuscli.model import BadInput, BonusError, FilesError, Problem, normalize_phone, zone
+from bonuscli.model import BadInput, BonusError, FilesError, Problem, normalize_phone, zone, Record
 from bonuscli.requests import when as rq_when
 
 
-class Spec(NamedTuple):
+class Spec(Record):
     positional: tuple  # argument keys, in order
     options: dict  # key -> --option
     flags: dict  # key -> --flag (a boolean)
@@ -67,7 +67,7 @@ SPECIAL = ("exit", "error_kind", "error_contains")
 MISSING = object()
 
 
-class Step(NamedTuple):
+class Step(Record):
     line: int
     index: int  # 1-based
     at: str
@@ -80,7 +80,7 @@ class Step(NamedTuple):
     values: dict = {}  # key -> the text given (flags: booleans)
 
 
-class Scenario(NamedTuple):
+class Scenario(Record):
     path: str
     name: str
     catalog: Optional[Path]  # None: the catalog in use
@@ -88,7 +88,7 @@ class Scenario(NamedTuple):
     steps: list
 
 
-class Failure(NamedTuple):
+class Failure(Record):
     file: str
     line: int
     step: int
@@ -447,7 +447,7 @@ def catalog_for(sc: Scenario, default: Path):
 # ---------------------------------------------------------------- running
 
 
-class Outcome(NamedTuple):
+class Outcome(Record):
     exit_code: int
     doc: object  # the JSON document the command prints (MISSING when none)
     error: Optional[dict]  # {code, kind, message}
@@ -603,7 +603,7 @@ def show(value) -> str:
     return json.dumps(value, ensure_ascii=False, default=str)
 
 
-class Result(NamedTuple):
+class Result(Record):
     path: str
     name: str
     steps: int

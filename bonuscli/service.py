@@ -22,12 +22,12 @@ from __future__ import annotations
 import datetime as dt
 import os
 from pathlib import Path
-from typing import Callable, NamedTuple, Optional
+from typing import Callable, Optional
 
 from bonuscli import __version__, paths, rules
 from bonuscli import requests as rq
 from bonuscli.ledger import Conflict, FileStore, LedgerRead, NoCommit, line_hash, torn_warning
-from bonuscli.model import BadInput, Catalog, Decision, FilesError, Refusal, SCHEMA_VERSION, BonusError, money
+from bonuscli.model import BadInput, Catalog, Decision, FilesError, Refusal, SCHEMA_VERSION, BonusError, money, Record
 
 SNAPSHOT_MIN = 400  # events replayed before a member's state is worth saving
 
@@ -597,7 +597,7 @@ def calc(cat: Catalog, now, amount_text, category_text, tenure_months=None, cust
 # ---------------------------------------------------------------- opening a data directory
 
 
-class Opener(NamedTuple):
+class Opener(Record):
     """How to open the same service in another process (a worker of --jobs or of Dask)."""
 
     data_dir: str

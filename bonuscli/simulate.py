@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
-from typing import NamedTuple, Optional
+from typing import Optional
 
 from bonuscli import rules, service
 from bonuscli.rules import instant
-from bonuscli.model import SCHEMA_VERSION, BonusError, Catalog, Refusal, from_iso
+from bonuscli.model import SCHEMA_VERSION, BonusError, Catalog, Refusal, from_iso, Record
 
 # event types that are a request's own authoritative record; the rest
 # (gift_in, gift_settle, referral, referral_settle, repair, gift_reject by
@@ -27,7 +27,7 @@ PRIORITY = {"join": 0, "earn": 2, "adjust": 2, "refund": 3, "redeem": 3, "gift":
             "leave": 6}  # ties between ledgers
 
 
-class Request(NamedTuple):
+class Request(Record):
     at: dt.datetime
     phone: str
     command: str  # join | earn | redeem | gift | accept | leave
@@ -158,7 +158,7 @@ def merged(keyed: list) -> list:
     return [v for _, _, v in flat]
 
 
-class Outcome(NamedTuple):
+class Outcome(Record):
     request: Request
     ok: bool
     kind: Optional[str]  # the refusal's kind, None when done

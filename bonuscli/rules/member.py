@@ -15,9 +15,9 @@ from __future__ import annotations
 import bisect
 import datetime as dt
 import heapq
-from typing import NamedTuple
 
-from bonuscli.model import Catalog
+
+from bonuscli.model import Catalog, Record
 from bonuscli.rules.dates import Calendar, calendar_of, date_of
 from bonuscli.rules.links import peers_of
 
@@ -39,7 +39,7 @@ STATE_FIELDS = (
 TOTALS = ("credited", "spent", "expired", "forfeited", "gifted", "received", "refunded", "debited")
 
 
-class LotView(NamedTuple):
+class LotView(Record):
     expires_on: dt.date
     points: int
     id: str
