@@ -212,6 +212,7 @@ BUCKETS = 128  # rows are routed by member to this many groups, each decided on 
 SPILL_ROWS = 50_000  # rows held in memory before the groups go to temporary files
 PARALLEL_ROWS = 2_000  # below this a process pool costs more than it saves
 CHUNK = 64  # members whose appends are made durable together (ledger.Commit): ~2 open files each
+CHUNK_ROWS = 4096  # ...or fewer, once their rows reach this (memory: each decided row is held until then)
 
 
 def _route_key(form: Form, line: str, phone_at: int) -> str:
@@ -306,14 +307,14 @@ class Spool:
 
 
 def _part_lines(part):
+    """(line number, text) of a group: its list, or its file read as a stream."""
     if isinstance(part, list):
-        return part
-    out = []
+        yield from part
+        return
     with open(part, "rb") as f:
         for raw in f:
             n, _, line = raw[:-1].decode("utf-8").partition("\t")
-            out.append((int(n), line))
-    return out
+            yield int(n), line
 
 
 # ---------------------------------------------------------------- running a batch
@@ -404,9 +405,12 @@ def _group(svc, kind, form: Form, part, now, dry_run) -> tuple:
     for n, line in _part_lines(part):
         members.setdefault(_route_key(form, line, phone_at), []).append((n, line))
     keys = list(members)
-    for i in range(0, len(keys), CHUNK):
-        items = []
-        for key in keys[i:i + CHUNK]:
+    i = 0
+    while i < len(keys):
+        items, held = [], 0
+        while i < len(keys) and len(items) < CHUNK and held < CHUNK_ROWS:
+            key = keys[i]
+            i += 1
             rows = []
             for n, line in members.pop(key):
                 raw = raw_row(form, line)
@@ -421,6 +425,7 @@ def _group(svc, kind, form: Form, part, now, dry_run) -> tuple:
                     rows.append(row)
             if rows:  # every row of a group is one member's (the key is the normalised phone)
                 items.append((rows[0].phone, rows))
+                held += len(rows)
         _chunk(svc, kind, items, now, dry_run, counts, problems)
     return counts, problems
 
@@ -498,8 +503,13 @@ def _member(svc, kind, phone, rows, now, dry_run, commit) -> tuple:
     except (BonusError, OSError) as e:
         error = e if isinstance(e, BonusError) else FilesError(f"could not write the ledger of {phone}: "
                                                                f"{e.strerror or e}", "disk")
-        return None, decided, error
-    return outcomes, decided, None
+        return None, _light(decided), error
+    # held until the chunk is durable: without the views, a row costs its events only
+    return [(what, None) for what, _view in outcomes], _light(decided), None
+
+
+def _light(decided: list) -> list:
+    return [(c, r if isinstance(r, Refusal) else r._replace(view=None)) for c, r in decided]
 
 
 def _after_failure(svc, phone, n, decided, error, dry_run) -> list:
