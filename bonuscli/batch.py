@@ -394,10 +394,8 @@ def exit_code(summary: dict) -> int:
 
 def _group(svc, kind, form: Form, part, now, dry_run) -> tuple:
     """Parse, decide and write one group of rows: (counts, problems). Its lines are gathered by
-    member as text, and each chunk of members is parsed only when it is decided, so a group holds
-    ~150 bytes a row rather than the parsed rows (memory stays flat with the file's size)."""
-    spec = SPECS[kind]
-    cat = svc.catalog
+    member as text, and each member is parsed only when it is decided, so a group holds ~150 bytes
+    a row rather than the parsed rows (memory stays flat with the file's size)."""
     counts = dict(rows=0, applied=0, duplicates=0, refused=0, errors=0)
     problems: list = []
     phone_at = 0 if form.json else form.header.index("phone")
@@ -409,24 +407,11 @@ def _group(svc, kind, form: Form, part, now, dry_run) -> tuple:
     while i < len(keys):
         items, held = [], 0
         while i < len(keys) and len(items) < CHUNK and held < CHUNK_ROWS:
-            key = keys[i]
+            lines = members.pop(keys[i])
             i += 1
-            rows = []
-            for n, line in members.pop(key):
-                raw = raw_row(form, line)
-                if raw is None:
-                    continue
-                counts["rows"] += 1
-                row, problem = _row(cat, spec, n, raw)
-                if problem is not None:
-                    counts["errors"] += 1
-                    problems.append(problem)
-                else:
-                    rows.append(row)
-            if rows:  # every row of a group is one member's (the key is the normalised phone)
-                items.append((rows[0].phone, rows))
-                held += len(rows)
-        _chunk(svc, kind, items, now, dry_run, counts, problems)
+            items.append(lines)
+            held += len(lines)
+        _chunk(svc, kind, form, items, now, dry_run, counts, problems)
     return counts, problems
 
 
@@ -453,16 +438,40 @@ def _parallel(opener, kind, form, parts, now, dry_run, jobs):
         yield from pool.map(_worker_group, [kind] * len(parts), [dry_run] * len(parts), [form] * len(parts), parts)
 
 
-def _chunk(svc, kind, items, now, dry_run, counts, problems):
-    """Members decided and written under one commit: their appends are made durable together, and
-    only then is any of their rows counted as applied."""
+def _parse(cat, spec: Spec, form: Form, lines, counts, problems) -> list:
+    """One member's lines as rows; a malformed one is counted and named, never decided."""
+    rows = []
+    for n, line in lines:
+        raw = raw_row(form, line)
+        if raw is None:
+            continue
+        counts["rows"] += 1
+        row, problem = _row(cat, spec, n, raw)
+        if problem is not None:
+            counts["errors"] += 1
+            problems.append(problem)
+        else:
+            rows.append(row)
+    return rows
+
+
+def _chunk(svc, kind, form, items, now, dry_run, counts, problems):
+    """Members (each its lines) parsed, decided and written under one commit: their appends are made
+    durable together, and only then is any of their rows counted as applied."""
     commit = svc.commit(dry_run)
     done = []
+    spec = SPECS[kind]
     try:
-        for phone, rows in items:
+        for lines in items:
+            rows = _parse(svc.catalog, spec, form, lines, counts, problems)
+            if not rows:  # every row of a group is one member's (the key is the normalised phone)
+                continue
+            phone = rows[0].phone
             t0 = rules.seconds(now)
             rows = sorted(rows, key=lambda r: t0 if r.at is None else r.at)
-            done.append((phone, rows) + _member(svc, kind, phone, rows, now, dry_run, commit))
+            outcome = _member(svc, kind, phone, rows, now, dry_run, commit)
+            # held until the chunk is durable: only what the summary needs of each row
+            done.append((phone, [(r.line, r.ref) for r in rows]) + outcome)
     finally:
         failed = commit.sync()
     for phone, rows, outcomes, decided, error in done:  # the locks are released: a failure may read again
@@ -470,10 +479,10 @@ def _chunk(svc, kind, items, now, dry_run, counts, problems):
             error = failed[phone]
         if error is not None:
             outcomes = _after_failure(svc, phone, len(rows), decided, error, dry_run)
-        for row, (what, _view) in zip(rows, outcomes):
+        for (line, ref), (what, _view) in zip(rows, outcomes):
             if isinstance(what, Refusal):
                 counts["refused" if what.exit_code == 1 else "errors"] += 1
-                problems.append({"line": row.line, "ref": row.ref, "code": what.exit_code, "message": what.message})
+                problems.append({"line": line, "ref": ref, "code": what.exit_code, "message": what.message})
             elif what == "duplicate":
                 counts["duplicates"] += 1
             else:
