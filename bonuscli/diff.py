@@ -177,6 +177,12 @@ def impact(old: Catalog, new: Catalog, ledgers: dict, now: dt.datetime, jobs=Non
     with gc_paused():  # a few small objects per request, all kept: a collection would walk them all
         requests = simulate.requests_of(ledgers, old)
     figures, changed = simulate.compare(old, new, ledgers, requests, now, jobs)
+    return _document(ledgers, requests, figures, changed, now)
+
+
+def _document(ledgers, requests, figures: dict, changed, now) -> dict:
+    """The impact document: `figures` phone -> ((available, earned, spent, debt) old, ... new); `changed`:
+    (request index, (ok, kind, message, points spent) old, ... new) for each outcome that differs."""
     members = []
     total = dict(available_old=0, available_new=0, earned_old=0, earned_new=0, spent_old=0, spent_new=0,
                  debt_old=0, debt_new=0)
@@ -213,32 +219,17 @@ def impact_reference(old: Catalog, new: Catalog, ledgers: dict, now: dt.datetime
     requests = simulate.requests_of(ledgers, old)
     wo = simulate.World(old, reference=True).run(requests, until=now)
     wn = simulate.World(new, reference=True).run(requests, until=now)
-    members = []
-    total = dict(available_old=0, available_new=0, earned_old=0, earned_new=0, spent_old=0, spent_new=0,
-                 debt_old=0, debt_new=0)
-    for phone in sorted(ledgers):
-        fo, fn = wo.figures(phone, now), wn.figures(phone, now)
-        row = {"phone": phone, "available_old": fo["available"], "available_new": fn["available"],
-               "change": fn["available"] - fo["available"], "earned_old": fo["earned"], "earned_new": fn["earned"],
-               "spent_old": fo["spent"], "spent_new": fn["spent"], "debt_old": fo["debt"], "debt_new": fn["debt"]}
-        members.append(row)
-        for k in total:
-            total[k] += row[k]
-    total["change"] = total["available_new"] - total["available_old"]
-    total["members"] = len(members)
-    outcome_changes, unaffordable = [], []
-    for a, b in zip(wo.outcomes, wn.outcomes):
-        if a.ok == b.ok and a.kind == b.kind:
-            continue
-        req = a.request
-        outcome_changes.append({"phone": req.phone, "at": iso(req.at), "command": req.command,
-                                "request": req.describe(), "old": "ok" if a.ok else a.kind,
-                                "new": "ok" if b.ok else b.kind, "message": b.message or a.message})
-        if req.command == "redeem" and a.ok and b.kind == "insufficient-points":
-            unaffordable.append({"phone": req.phone, "at": iso(req.at), "code": req.args["code"],
-                                 "points_old": a.view["points_spent"], "message": b.message})
-    return {"as_of": iso(now), "members": members, "total": total, "no_longer_affordable": unaffordable,
-            "outcome_changes": outcome_changes, "requests": len(requests)}
+
+    def four(f):
+        return f["available"], f["earned"], f["spent"], f["debt"]
+
+    def outcome(o):
+        return o.ok, o.kind, o.message, (o.view or {}).get("points_spent")
+
+    figures = {p: (four(wo.figures(p, now)), four(wn.figures(p, now))) for p in ledgers}
+    changed = [(i, outcome(a), outcome(b)) for i, (a, b) in enumerate(zip(wo.outcomes, wn.outcomes))
+               if not (a.ok == b.ok and a.kind == b.kind)]
+    return _document(ledgers, requests, figures, changed, now)
 
 
 def read_ledgers(store, warn=None) -> dict:

@@ -409,6 +409,16 @@ def _write_all(fd: int, data: bytes, phone: str, fault=None) -> None:
     os.fsync(fd)
 
 
+def _open_append(path: Path) -> int:
+    """A ledger opened to append to, never through a symbolic link."""
+    try:
+        return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise FilesError(f"{path} is a symbolic link; nothing was written", "unsafe-file")
+        raise FilesError(f"cannot open ledger {path} for writing: {e.strerror or e}", "disk")
+
+
 def _fsync_dir(path: Path) -> None:
     try:
         dfd = os.open(path, os.O_RDONLY)
@@ -602,26 +612,14 @@ class FileStore:
             return self._create(path, phone, data, fault)
         if commit is not None:
             return commit.write(path, phone, data, fault)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
-        except OSError as e:
-            if e.errno == errno.ELOOP:
-                raise FilesError(f"{path} is a symbolic link; nothing was written", "unsafe-file")
-            raise FilesError(f"cannot open ledger {path} for writing: {e.strerror or e}", "disk")
+        fd = _open_append(path)
         size = None
         try:
             size = os.fstat(fd).st_size
             _write_all(fd, data, phone, fault)
         except OSError as e:
             # not acknowledged: take back what was written (we hold the lock; these bytes are ours)
-            undone = False
-            if size is not None:
-                try:
-                    os.ftruncate(fd, size)
-                    os.fsync(fd)
-                    undone = True
-                except OSError:
-                    pass
+            undone = size is not None and _undo(fd, size)
             raise FilesError(
                 f"could not write ledger {path}: {e.strerror or e}; nothing was recorded"
                 if undone else f"could not write ledger {path}: {e.strerror or e}; what was written is not "
@@ -738,12 +736,7 @@ class Commit:
         self.failed: dict = {}  # phone -> FilesError
 
     def write(self, path: Path, phone: str, data: bytes, fault=None) -> None:
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
-        except OSError as e:
-            if e.errno == errno.ELOOP:
-                raise FilesError(f"{path} is a symbolic link; nothing was written", "unsafe-file")
-            raise FilesError(f"cannot open ledger {path} for writing: {e.strerror or e}", "disk")
+        fd = _open_append(path)
         size = None
         try:
             size = os.fstat(fd).st_size
