@@ -1,7 +1,7 @@
 """`diff --ledgers` against `check --ledgers` on the same directories, at several sizes (issue 18:
 diff <= 2.5x check, linear in members).
 
-    python benchmarks/diff_scale.py [--members 1000,10000] [--runs 3] [--dir /tmp/bonuscli-diff-scale]
+    python benchmarks/diff_scale.py [--members 1000,10000] [--runs 3] [--dir DIR]
 
 Each size is a seeded directory of benchmarks/generate.py (N members, 10N events; made once, kept
 under --dir); NEW is catalog.yaml with mobile at 4 RUB a point instead of 5. The two commands run
@@ -17,6 +17,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -38,7 +39,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--members", default="1000,10000")
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--dir", default="/tmp/bonuscli-diff-scale")
+    ap.add_argument("--dir", default=os.path.join(tempfile.gettempdir(), "bonuscli-diff-scale"))
     a = ap.parse_args()
     base = Path(a.dir)
     base.mkdir(parents=True, exist_ok=True)
