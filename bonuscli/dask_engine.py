@@ -337,14 +337,6 @@ def links_part(root, phones) -> list:
     return out
 
 
-def _request_key(ledgers, r):
-    """simulate.requests_of's global order key of a request (time, priority, phone, position)."""
-    from bonuscli import simulate
-
-    n = next(i for i, e in enumerate(ledgers[r.phone]) if e.get("id") == r.source)
-    return (r.at, simulate.PRIORITY.get(r.command, 9) + (1 if r.args.get("referrer") else 0), r.phone, n)
-
-
 def impact_part(old, new, root, now, phones):
     """diff.impact over a group of whole link-components (members no request outside the
     group can touch), with the global order key of every outcome change."""
@@ -356,13 +348,15 @@ def impact_part(old, new, root, now, phones):
     store = ledger_mod.FileStore(Path(root))
     ledgers = {p: [e for e in store.read(p).events if e.get("type") != "repair"] for p in phones}
     doc = diff.impact(old, new, ledgers, now, jobs=1)  # the cluster's workers are the parallelism
-    reqs = [r for r in simulate.requests_of(ledgers, old) if r.at <= now]
+    # each request's place in the global order (simulate.merged: a request waits behind a larger key
+    # ahead of it in its own ledger), so that merging the parts by it gives the local engine's order
+    keyed = [(k, r) for k, r in simulate.requests_of(ledgers, old, with_keys=True) if r.at <= now]
     keys, i = [], 0
     for c in doc["outcome_changes"]:  # a subsequence of the requests, in their order
-        while not (reqs[i].phone == c["phone"] and iso(reqs[i].at) == c["at"] and reqs[i].command == c["command"]
-                   and reqs[i].describe() == c["request"]):
+        while not (keyed[i][1].phone == c["phone"] and iso(keyed[i][1].at) == c["at"]
+                   and keyed[i][1].command == c["command"] and keyed[i][1].describe() == c["request"]):
             i += 1
-        keys.append(_request_key(ledgers, reqs[i]))
+        keys.append(keyed[i][0])
         i += 1
     ukeys, j = [], 0
     for u in doc["no_longer_affordable"]:  # a subsequence of the outcome changes

@@ -60,7 +60,7 @@ class Request(Record):
         return f"leave {self.phone} --yes"
 
 
-def requests_of(ledgers: dict, cat: Optional[Catalog] = None) -> list:
+def requests_of(ledgers: dict, cat: Optional[Catalog] = None, with_keys: bool = False) -> list:
     """Every request recorded in `ledgers` (phone -> events), oldest first.
 
     Each ledger's own order is kept (its time only moves forward). Between
@@ -126,7 +126,7 @@ def requests_of(ledgers: dict, cat: Optional[Catalog] = None) -> list:
                 out.append(((at, phone, n), Request(at, phone, "adjust", args, e["id"])))
     keyed = [[((_micros(key[0]), PRIORITY.get(r.command, 9) + (1 if r.args.get("referrer") else 0), key[1], key[2]), r)
               for key, r in lst] for lst in per_ledger]
-    return merged(keyed)
+    return merged(keyed, with_keys)
 
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
@@ -138,7 +138,7 @@ def _micros(at: dt.datetime) -> int:
     return (at - _EPOCH) // _MICRO
 
 
-def merged(keyed: list) -> list:
+def merged(keyed: list, with_keys: bool = False) -> list:
     """What `heapq.merge(*keyed, key=first)` yields (the values), for lists of (key, value) whose keys
     are unique across all lists (they name the ledger and the position), in one sort.
 
@@ -155,6 +155,8 @@ def merged(keyed: list) -> list:
                 top = key
             flat.append((top, i, value))
     flat.sort(key=lambda x: (x[0], x[1]))
+    if with_keys:  # each value's place in the order, comparable across calls (the Dask engine merges by it)
+        return [((top, i), v) for top, i, v in flat]
     return [v for _, _, v in flat]
 
 

@@ -233,3 +233,24 @@ def test_components_keep_linked_members_together(catalogs):
         other = r.args.get("referrer") or r.args.get("to") or (r.args.get("from") if r.command == "accept" else None)
         if other and other in where:
             assert where[other] == where[r.phone], r
+
+
+def test_parts_merged_by_their_keys_keep_the_global_order():
+    """The Dask engine replays groups of ledgers apart and merges the outcome changes of each group
+    (a subsequence of its requests) by `merged(..., with_keys=True)`'s keys: that must give exactly the
+    order of the requests of all ledgers merged at once, whatever the grouping and whichever requests
+    changed. (Merging by each request's own key does not: a request that waits behind a larger key in
+    its own ledger would come out early once the one ahead of it is not among the changes.)"""
+    for seed in range(3000):
+        rnd = random.Random(seed)
+        ledgers = []
+        for p in range(rnd.randint(2, 5)):
+            times = sorted(rnd.randint(0, 2) for _ in range(rnd.randint(1, 5)))  # times only move forward
+            ledgers.append([((t, rnd.randint(0, 4), p, n), (p, n)) for n, t in enumerate(times)])
+        whole = simulate.merged(ledgers)
+        groups: dict = {}
+        for lst in ledgers:
+            groups.setdefault(rnd.randint(0, 2), []).append(lst)
+        changed = {v for lst in ledgers for _k, v in lst if rnd.random() < 0.7}
+        parts = [[(k, v) for k, v in simulate.merged(g, with_keys=True) if v in changed] for g in groups.values()]
+        assert [v for _k, v in heapq.merge(*parts, key=lambda x: x[0])] == [v for v in whole if v in changed], seed
