@@ -1078,8 +1078,7 @@ def diff_cmd(ctx, old, new, ledgers, scenario, fail_on, engine, scheduler, jobs)
                 doc["impact"] = dask_engine.impact(old_cat, new_cat, env.data_dir, now, scheduler=scheduler,
                                                    warn=render.warn)
             else:
-                doc["impact"] = diff_mod.impact(old_cat, new_cat, diff_mod.read_ledgers(svc.store, render.warn), now,
-                                                jobs=jobs)
+                doc["impact"] = diff_mod.impact_dir(old_cat, new_cat, svc.store, now, jobs=jobs, warn=render.warn)
         else:
             doc["impact"] = diff_mod.impact(old_cat, new_cat, files, now, jobs=jobs)
     found = [k for k in kinds if any(c["kind"] == k for c in doc["changes"])]

@@ -316,12 +316,11 @@ def check_dir(svc, now, scheduler: str | None = None, cluster: Cluster | None = 
 
 # ---------------------------------------------------------------- diff --ledgers
 
-LINK_FIELDS = ("to", "from", "referrer", "invitee")  # the other member an event involves
-
-
 def links_part(root, phones) -> list:
-    """For each phone of the chunk: (phone, [phones its events involve], torn-line warning or None).
-    A ledger that cannot be read ends the chunk with its error, as diff.read_ledgers would stop there."""
+    """For each phone of the chunk: (phone, what its events tie it to (diff.links_of), torn-line
+    warning or None). A ledger that cannot be read ends the chunk with its error, as
+    diff.read_ledgers would stop there."""
+    from bonuscli import diff
     from bonuscli import ledger as ledger_mod
 
     store = ledger_mod.FileStore(Path(root))
@@ -332,63 +331,19 @@ def links_part(root, phones) -> list:
         except FilesError as e:
             out.append(_Raised(e))
             break
-        linked = sorted({e[k] for e in led.events for k in LINK_FIELDS if isinstance(e.get(k), str) and e[k] != phone})
-        out.append((phone, linked, ledger_mod.torn_warning(led)))
+        out.append((phone, diff.links_of(phone, led.events), ledger_mod.torn_warning(led)))
     return out
 
 
 def impact_part(old, new, root, now, phones):
-    """diff.impact over a group of whole link-components (members no request outside the
-    group can touch), with the global order key of every outcome change."""
+    """diff.group_impact over a group of whole link-components (members no request outside the
+    group can touch): its document and the global order keys of its changes."""
     from bonuscli import diff
     from bonuscli import ledger as ledger_mod
-    from bonuscli import simulate
-    from bonuscli.model import iso
 
     store = ledger_mod.FileStore(Path(root))
     ledgers = {p: [e for e in store.read(p).events if e.get("type") != "repair"] for p in phones}
-    doc = diff.impact(old, new, ledgers, now, jobs=1)  # the cluster's workers are the parallelism
-    # each request's place in the global order (simulate.merged: a request waits behind a larger key
-    # ahead of it in its own ledger), so that merging the parts by it gives the local engine's order
-    keyed = [(k, r) for k, r in simulate.requests_of(ledgers, old, with_keys=True) if r.at <= now]
-    keys, i = [], 0
-    for c in doc["outcome_changes"]:  # a subsequence of the requests, in their order
-        while not (keyed[i][1].phone == c["phone"] and iso(keyed[i][1].at) == c["at"]
-                   and keyed[i][1].command == c["command"] and keyed[i][1].describe() == c["request"]):
-            i += 1
-        keys.append(keyed[i][0])
-        i += 1
-    ukeys, j = [], 0
-    for u in doc["no_longer_affordable"]:  # a subsequence of the outcome changes
-        c = doc["outcome_changes"]
-        while not (c[j]["command"] == "redeem" and c[j]["phone"] == u["phone"] and c[j]["at"] == u["at"]
-                   and c[j]["old"] == "ok" and c[j]["new"] == "insufficient-points"):
-            j += 1
-        ukeys.append(keys[j])
-        j += 1
-    return doc, keys, ukeys
-
-
-def components(linked: dict, phones) -> list:
-    """Groups of phones that requests can tie together (gifts, referrals), each sorted, in
-    the order of their first phone. `linked`: phone -> phones its events involve."""
-    parent = {}
-
-    def find(x):
-        while parent.get(x, x) != x:
-            parent[x] = parent.get(parent[x], parent[x])
-            x = parent[x]
-        return x
-
-    for p, others in linked.items():
-        for q in others:
-            a, b = find(p), find(q)
-            if a != b:
-                parent[max(a, b)] = min(a, b)
-    groups: dict = {}
-    for p in phones:
-        groups.setdefault(find(p), []).append(p)
-    return sorted((sorted(g) for g in groups.values()), key=lambda g: g[0])
+    return diff.group_impact(old, new, ledgers, now)
 
 
 def impact(old, new, root, now, scheduler: str | None = None, cluster: Cluster | None = None, warn=None) -> dict:
@@ -397,9 +352,8 @@ def impact(old, new, root, now, scheduler: str | None = None, cluster: Cluster |
     Phase 1 reads every ledger on the workers for the members it involves; phase 2
     replays whole components (union-find over gifts and referrals) under both
     catalogs, a group of components per task; the client merges member rows by
-    phone and outcome changes by the requests' global order."""
-    import heapq
-
+    phone and outcome changes by the requests' global order (diff.merge_impacts)."""
+    from bonuscli import diff
     from bonuscli import ledger as ledger_mod
 
     if warn is None:
@@ -421,7 +375,7 @@ def impact(old, new, root, now, scheduler: str | None = None, cluster: Cluster |
                 if others:
                     linked[phone] = others
         groups, cur, size = [], [], max(MIN_CHUNK, -(-len(phones) // (n * 8)))
-        for comp in components(linked, phones):
+        for comp in diff.components(linked, phones):
             cur.extend(comp)
             if len(cur) >= size:
                 groups.append(cur)
@@ -435,20 +389,7 @@ def impact(old, new, root, now, scheduler: str | None = None, cluster: Cluster |
     else:
         with Cluster(scheduler) as c:
             parts = run(c)
-    docs = [d for d, _, _ in parts]
-    out = dict(docs[0])
-    out["members"] = sorted((m for d in docs for m in d["members"]), key=lambda m: m["phone"])
-    total = {}
-    for d in docs:
-        for k, v in d["total"].items():
-            total[k] = total.get(k, 0) + v
-    out["total"] = total
-    out["requests"] = sum(d["requests"] for d in docs)
-    out["outcome_changes"] = [c for _, c in heapq.merge(*[list(zip(k, d["outcome_changes"])) for d, k, _ in parts],
-                                                         key=lambda x: x[0])]
-    out["no_longer_affordable"] = [u for _, u in heapq.merge(
-        *[list(zip(uk, d["no_longer_affordable"])) for d, _, uk in parts], key=lambda x: x[0])]
-    return out
+    return diff.merge_impacts([d for d, _, _ in parts], [k for _, k, _ in parts], [u for _, _, u in parts])
 
 
 # ---------------------------------------------------------------- check --scenario

@@ -232,6 +232,190 @@ def impact_reference(old: Catalog, new: Catalog, ledgers: dict, now: dt.datetime
     return _document(ledgers, requests, figures, changed, now)
 
 
+# ---------------------------------------------------------------- impact of a data directory, in parallel
+
+LINK_FIELDS = ("to", "from", "referrer", "invitee")  # the other member an event involves
+PARALLEL_FROM = 400  # members: below this, one process reads and replays them all
+GROUP_MIN = 50  # members a worker's task holds at least (whole groups of linked members)
+_DIR: dict = {}  # what a forked worker of `impact_dir` inherits: the store, the catalogs, `now`
+
+
+def impact_dir(old: Catalog, new: Catalog, store, now: dt.datetime, jobs=None, warn=None) -> dict:
+    """`impact(old, new, read_ledgers(store, warn), now)` for a data directory, with the reading
+    spread over `jobs` processes too (default: the core count): the same document.
+
+    Phase 1: each worker reads a slice of the ledgers and names, for each, the other members and the
+    recorded gift ids its events involve. The parent joins them into groups (union-find), so no
+    request of one group can touch another. Phase 2: each worker reads its groups' ledgers again and
+    replays their requests under both catalogs; the parent merges the parts: members by phone,
+    outcome changes by their place in the global order of requests (simulate.merged's keys)."""
+    import os
+
+    phones = store.phones()
+    jobs = jobs or os.cpu_count() or 1
+    if jobs <= 1 or len(phones) < PARALLEL_FROM or not _can_fork():
+        return impact(old, new, read_ledgers(store, warn), now, jobs=jobs)
+    size = max(GROUP_MIN, -(-len(phones) // (jobs * 8)))
+    slices = [phones[i:i + size] for i in range(0, len(phones), size)]
+    _DIR.update(store=store, old=old, new=new, now=now)
+    try:
+        with _pool(jobs) as pool:
+            links = {}
+            for part in pool.map(_links_part, slices):
+                for item in part:
+                    if isinstance(item, _Failed):
+                        item.throw()  # the first unreadable ledger, in phone order, as read_ledgers
+                    phone, linked, warning = item
+                    if warning and warn:
+                        warn(warning)
+                    links[phone] = linked
+            groups, cur = [], []
+            for group in components(links, phones):
+                cur.extend(group)
+                if len(cur) >= size:
+                    groups.append(cur)
+                    cur = []
+            if cur:
+                groups.append(cur)
+            parts = list(pool.map(_impact_part, groups))
+    finally:
+        _DIR.clear()
+    for part in parts:
+        if isinstance(part, _Failed):
+            part.throw()
+    return merge_impacts([d for d, _k, _u in parts], [k for _d, k, _u in parts], [u for _d, _k, u in parts])
+
+
+def merge_impacts(docs: list, keys: list, ukeys: list) -> dict:
+    """One impact document from the documents of groups that no request crosses (each with the
+    global order keys of its outcome changes and of its no-longer-affordable redemptions)."""
+    import heapq
+
+    out = dict(docs[0])
+    out["members"] = sorted((m for d in docs for m in d["members"]), key=lambda m: m["phone"])
+    total: dict = {}
+    for d in docs:
+        for k, v in d["total"].items():
+            total[k] = total.get(k, 0) + v
+    out["total"] = total
+    out["requests"] = sum(d["requests"] for d in docs)
+    out["outcome_changes"] = [c for _, c in heapq.merge(*[list(zip(k, d["outcome_changes"]))
+                                                          for d, k in zip(docs, keys)], key=lambda x: x[0])]
+    out["no_longer_affordable"] = [u for _, u in heapq.merge(*[list(zip(k, d["no_longer_affordable"]))
+                                                               for d, k in zip(docs, ukeys)], key=lambda x: x[0])]
+    return out
+
+
+def group_impact(old: Catalog, new: Catalog, ledgers: dict, now: dt.datetime) -> tuple:
+    """`impact` of ledgers no request outside them can touch, with the global order key of each
+    outcome change and of each no-longer-affordable redemption (for `merge_impacts`)."""
+    from bonuscli import simulate
+    from bonuscli.service import gc_paused
+
+    with gc_paused():
+        keyed = simulate.requests_of(ledgers, old, with_keys=True)
+    requests = [r for _k, r in keyed]
+    figures, changed = simulate.compare(old, new, ledgers, requests, now, 1)
+    doc = _document(ledgers, requests, figures, changed, now)
+    keys = [keyed[i][0] for i, _a, _b in changed]
+    ukeys = [keyed[i][0] for i, a, b in changed
+             if requests[i].command == "redeem" and a[0] and b[1] == "insufficient-points"]
+    return doc, keys, ukeys
+
+
+class _Failed:
+    """An error of a worker, carried back as data (a BonusError would lose its kind on the way)."""
+
+    def __init__(self, e):
+        self.cls, self.message, self.kind = type(e), e.message, e.kind
+
+    def throw(self):
+        raise self.cls(self.message, self.kind)
+
+
+def _can_fork() -> bool:
+    import multiprocessing
+
+    return "fork" in multiprocessing.get_all_start_methods()
+
+
+def _pool(jobs):
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    from bonuscli.service import orphan_guard
+
+    return ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("fork"),
+                               initializer=orphan_guard, initargs=(os.getpid(),))
+
+
+def _links_part(phones) -> list:
+    from bonuscli.ledger import torn_warning
+
+    store = _DIR["store"]
+    out = []
+    for phone in phones:
+        try:
+            led = store.read(phone)
+        except FilesError as e:
+            out.append(_Failed(e))
+            break
+        out.append((phone, links_of(phone, led.events), torn_warning(led)))
+    return out
+
+
+def links_of(phone: str, events) -> list:
+    """What a ledger's events tie its member to: the other members they name, and the recorded gift
+    ids (mapped world-wide by the simulation: simulate.components), as `components` nodes."""
+    linked = set()
+    for e in events:
+        for k in LINK_FIELDS:
+            v = e.get(k)
+            if isinstance(v, str) and v != phone:
+                linked.add(v)
+        g = e.get("gift_id")
+        if isinstance(g, str):
+            linked.add("\0gift " + g)
+    return sorted(linked)
+
+
+def components(links: dict, phones) -> list:
+    """Groups of phones that events tie together (members, and members sharing a recorded gift id),
+    each sorted, in the order of their first phone."""
+    parent: dict = {}
+
+    def find(x):
+        root = x
+        while parent.get(root, root) != root:
+            root = parent[root]
+        while x != root:
+            parent[x], x = root, parent[x]
+        return root
+
+    for p, others in links.items():
+        for q in others:
+            a, b = find(p), find(q)
+            if a != b:
+                parent[max(a, b)] = min(a, b)
+    groups: dict = {}
+    for p in phones:
+        groups.setdefault(find(p), []).append(p)
+    return sorted((sorted(g) for g in groups.values()), key=lambda g: g[0])
+
+
+def _impact_part(phones):
+    from bonuscli.service import gc_paused
+
+    d = _DIR
+    try:
+        with gc_paused():
+            ledgers = {p: [e for e in d["store"].read(p).events if e.get("type") != "repair"] for p in phones}
+        return group_impact(d["old"], d["new"], ledgers, d["now"])
+    except FilesError as e:
+        return _Failed(e)
+
+
 def read_ledgers(store, warn=None) -> dict:
     """phone -> events of every ledger of a store (torn-line warnings to `warn`)."""
     from bonuscli.ledger import torn_warning

@@ -215,6 +215,16 @@ def test_generated_directory(tmp_path, catalogs, monkeypatch):
         ref = diff.impact_reference(old, catalogs[name], ledgers, now)
         for jobs in (1, 2):
             assert same(diff.impact(old, catalogs[name], ledgers, now, jobs=jobs), ref), (name, jobs)
+    # the data-directory path (`diff --ledgers`): ledgers read and replayed by groups in worker processes
+    monkeypatch.setattr(diff, "PARALLEL_FROM", 2)
+    monkeypatch.setattr(diff, "GROUP_MIN", 1)  # a task per group of linked members: links must hold
+    warned = []
+    for name in ("mobile-4", "dearer-minutes"):
+        ref = diff.impact_reference(old, catalogs[name], ledgers, now)
+        for jobs in (2, 3):
+            got = diff.impact_dir(old, catalogs[name], FileStore(data), now, jobs=jobs, warn=warned.append)
+            assert same(got, ref), (name, jobs, "impact_dir")
+    assert warned == []
 
 
 def test_components_keep_linked_members_together(catalogs):
