@@ -848,3 +848,24 @@ def test_a_commit_makes_every_write_durable_or_takes_it_back(tmp_path, monkeypat
         assert "nothing was recorded" in failed["9160000002"].message
         assert files["9160000001"].read_bytes() == b"old\nnew 9160000001\n"
         assert files["9160000002"].read_bytes() == b"old\n"
+
+
+# ---------------------------------------------------------------- printed JSON: orjson writes what json.dumps writes
+
+
+_JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(2 ** 70), max_value=2 ** 70)
+    | st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=12),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+        st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=8), inner, max_size=4),
+    max_leaves=25)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=_JSON_VALUES)
+def test_printed_json_is_what_json_dumps_writes(value):
+    """render.dumps (orjson with an indent, the stdlib for what orjson refuses) prints exactly the text
+    of `json.dumps(indent=2, ensure_ascii=False)`: documents, control characters, big integers."""
+    from bonuscli import render
+
+    assert render.dumps(value) == json.dumps(render.public(value), indent=2, ensure_ascii=False)
