@@ -317,22 +317,11 @@ def check_dir(svc, now, scheduler: str | None = None, cluster: Cluster | None = 
 # ---------------------------------------------------------------- diff --ledgers
 
 def links_part(root, phones) -> list:
-    """For each phone of the chunk: (phone, what its events tie it to (diff.links_of), torn-line
-    warning or None). A ledger that cannot be read ends the chunk with its error, as
-    diff.read_ledgers would stop there."""
+    """diff.read_links over a chunk of the data directory (an unreadable ledger's error as data)."""
     from bonuscli import diff
     from bonuscli import ledger as ledger_mod
 
-    store = ledger_mod.FileStore(Path(root))
-    out = []
-    for phone in phones:
-        try:
-            led = store.read(phone)
-        except FilesError as e:
-            out.append(_Raised(e))
-            break
-        out.append((phone, diff.links_of(phone, led.events), ledger_mod.torn_warning(led)))
-    return out
+    return diff.read_links(ledger_mod.FileStore(Path(root)), phones, _Raised)
 
 
 def impact_part(old, new, root, now, phones):

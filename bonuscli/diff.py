@@ -351,15 +351,20 @@ def _pool(jobs):
 
 
 def _links_part(phones) -> list:
+    return read_links(_DIR["store"], phones, _Failed)
+
+
+def read_links(store, phones, failed) -> list:
+    """For each phone: (phone, what its ledger ties it to (`links_of`), torn-line warning or None). A
+    ledger that cannot be read ends the list with `failed(error)`, as read_ledgers would stop there."""
     from bonuscli.ledger import torn_warning
 
-    store = _DIR["store"]
     out = []
     for phone in phones:
         try:
             led = store.read(phone)
         except FilesError as e:
-            out.append(_Failed(e))
+            out.append(failed(e))
             break
         out.append((phone, links_of(phone, led.events), torn_warning(led)))
     return out

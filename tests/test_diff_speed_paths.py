@@ -264,3 +264,23 @@ def test_parts_merged_by_their_keys_keep_the_global_order():
         changed = {v for lst in ledgers for _k, v in lst if rnd.random() < 0.7}
         parts = [[(k, v) for k, v in simulate.merged(g, with_keys=True) if v in changed] for g in groups.values()]
         assert [v for _k, v in heapq.merge(*parts, key=lambda x: x[0])] == [v for v in whole if v in changed], seed
+
+
+def test_an_unreadable_ledger_is_the_same_error_on_every_path(tmp_path, catalogs, monkeypatch):
+    """diff --ledgers on a directory with a corrupt ledger: the error (kind, path:line) is the one
+    `read_ledgers` raises, whether one process reads the ledgers or worker processes do."""
+    data = tmp_path / "d"
+    _generate(data, 60, seed=3)
+    bad = sorted((data / "ledgers").iterdir())[41]
+    with open(bad, "ab") as f:
+        f.write(b"{not json\n")
+    old, new = catalogs["old"], catalogs["mobile-4"]
+    now = dt.datetime(2025, 9, 1, tzinfo=old.tz)
+    errors = []
+    for jobs, parallel_from in ((1, 400), (2, 2)):
+        monkeypatch.setattr(diff, "PARALLEL_FROM", parallel_from)
+        with pytest.raises(BonusError) as e:
+            diff.impact_dir(old, new, FileStore(data), now, jobs=jobs)
+        errors.append((type(e.value).__name__, e.value.kind, e.value.message))
+    assert errors[0] == errors[1]
+    assert errors[0][1] == "ledger-corrupt" and f"{bad}:" in errors[0][2]
