@@ -88,21 +88,13 @@ class _Peers(dict):
         return led if led is not None and led.size else default
 
 
-def check_ledger(svc, phone, led, now, chain=None) -> list:
-    """Every problem of one ledger; `chain`: its chain's problems, when the caller read them with it."""
+def check_ledger(svc, phone, led, now, chain) -> list:
+    """Every problem of one ledger; `chain`: its hash chain's problems, read with it (`read_checked`)."""
     cat = svc.catalog
     t = rules.seconds(now)
     ledgers = _Peers(svc.store)
     ledgers[phone] = led
-    out = []
-    try:
-        if chain is None:
-            data = ledger_mod._read_bytes(led.path) if led.exists else b""
-            chain = ledger_mod.verify_chain(led.path, data, phone, events=led.events)
-        for n, message in chain:
-            out.append(_problem(led.path, n, message))
-    except (OSError, FilesError) as e:
-        out.append(_problem(led.path, 0, f"cannot read: {getattr(e, 'strerror', None) or e}"))
+    out = [_problem(led.path, n, message) for n, message in chain]
     if led.torn is not None:
         out.append(_problem(led.path, led.torn.line, "unfinished last line (an interrupted write); "
                             "the next change to this member seals it"))

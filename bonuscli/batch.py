@@ -250,7 +250,6 @@ class Spool:
     member's rows are in one group, in file order."""
 
     def __init__(self, source: str, spec: Spec):
-        self.source = source
         self.form = Form(False)
         self.held: list = []  # (line number, text, group) while in memory
         self.files: list | None = None  # the groups' files once spilled

@@ -143,30 +143,13 @@ _DATE_WITH_OFFSET = re.compile(r"^(\d{4}-?\d{2}-?\d{2})([zZ]|[+-]\d{2}(?::?\d{2}
 _FRACTION = re.compile(r"\d[.,]\d")
 
 
-_WHEN: dict = {}  # (text, zone, what) -> instant: batch rows often share their `at`
+_PLAIN_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2})?")
 
 
 def when(text, tz, what: str = "--at") -> dt.datetime:
     """An instant (`--at`, a batch row's `at`) in program time. Keeps or refuses, never drops
     (CLI.md): a trailing Z (or an offset) on a date alone is midnight at that offset; fractional
     seconds are refused rather than cut."""
-    key = (text, tz, what) if type(text) is str else None
-    if key is not None:
-        got = _WHEN.get(key)
-        if got is not None:
-            return got
-    at = _when(text, tz, what)
-    if key is not None:
-        if len(_WHEN) > 4096:
-            _WHEN.clear()
-        _WHEN[key] = at
-    return at
-
-
-_PLAIN_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2})?")
-
-
-def _when(text, tz, what: str) -> dt.datetime:
     s = "" if text is None else str(text).strip()
     if _PLAIN_TIME.fullmatch(s):  # the common shape (a batch row's `at`): a program-time date and time
         try:

@@ -333,8 +333,9 @@ def test_bad_input(story, tmp_path):
     svc = service.open_dir(Path(story), CAT_PATH, str(CAT_PATH))
     with pytest.raises(BadInput):
         export.journal(svc, when(END), "ledger")
-    with pytest.raises(BadInput):
-        export.journal(svc, when(END), "beancount", "RU-XXX")
+    with pytest.raises(BadInput) as e:  # a region code the catalog does not have
+        export.journal(svc, when(END), "beancount", "RU-NOWHERE")
+    assert e.value.kind == "unknown-region"
     missing = service.open_dir(tmp_path / "nowhere", CAT_PATH, str(CAT_PATH))
     with pytest.raises(BadInput):
         export.journal(missing, when(END), "beancount")

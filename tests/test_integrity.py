@@ -530,3 +530,27 @@ def test_a_line_dated_before_the_one_above_it_is_named(story, offset):
     assert f"{A}.jsonl:{k + 1}: event {events[k]['id']} is dated before the one above it" in err
     write_lines(path, rechain(A, events))  # the same lines in order: nothing to say
     assert check(story) == (0, "")
+
+
+def test_a_batch_holds_its_members_until_their_lines_are_durable(tmp_path):
+    """ledger.Commit: a member written by a batch stays locked until the commit has made its lines
+    durable (`sync`), so no other command reads, or builds on, a line that a crash could still lose."""
+    from bonuscli.ledger import FileStore
+
+    data = tmp_path / "data"
+    ok(data, "join", A, "--region", "RU-MOW", "--at", T0)
+    store = FileStore(data, lock_timeout=5)
+    env = dict(os.environ, BONUSCLI_DATA_DIR=str(data), BONUSCLI_LOCK_TIMEOUT="1")
+    env.pop("BONUSCLI_FAULT", None)
+    earn = [sys.executable, "-m", "bonuscli", "earn", A, "100", "--category", "mobile", "--at", T1, "--json"]
+    commit = store.commit()
+    with store.locked([A], commit):
+        led = store.read(A)
+        store.append(A, [{"v": 2, "id": f"{A}.{len(led.events) + 1}", "type": "adjust", "at": led.events[-1]["at"],
+                          "points": 5, "reason": "batch", "ref": "c1"}], led, commit=commit)
+    r = subprocess.run(earn, capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)  # block ended, not synced
+    assert r.returncode == 3, r.stderr
+    assert json.loads(r.stderr.strip().splitlines()[-1])["error"]["kind"] == "lock-timeout"
+    assert commit.sync() == {}
+    r = subprocess.run(earn, capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
+    assert r.returncode == 0, r.stderr

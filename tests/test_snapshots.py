@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import pickle
 from pathlib import Path
 
@@ -186,12 +187,20 @@ def test_a_snapshot_of_another_member_is_ignored(run, tmp_path, monkeypatch):
     assert svc.stats["resumed"] == 0
 
 
-def test_a_snapshot_whose_last_line_changed_is_ignored(run, tmp_path, monkeypatch):
+@pytest.mark.parametrize("same_length", [False, True])
+def test_a_snapshot_whose_last_line_changed_is_ignored(run, tmp_path, monkeypatch, same_length):
+    """The line the snapshot ends on, changed: longer (the offset no longer ends a line), or the same
+    length with other bytes (only its hash tells): either way the snapshot is not used."""
     data, snap = _with_snapshot(run, tmp_path, monkeypatch)
     ledger = data / "ledgers" / f"{A}.jsonl"
     lines = ledger.read_bytes().splitlines(keepends=True)
     n = json.loads(snap.read_text())["lines"]
-    lines[n - 1] = lines[n - 1].replace(b'"points":', b'"points": ')  # the line it ends on: other bytes
+    if same_length:
+        old = re.search(rb'"id":"[0-9.]+"', lines[n - 1]).group(0)
+        lines[n - 1] = lines[n - 1].replace(old, old[:-2] + (b"7" if old[-2:-1] != b"7" else b"8") + b'"')
+        assert len(lines[n - 1]) == len(ledger.read_bytes().splitlines(keepends=True)[n - 1])
+    else:
+        lines[n - 1] = lines[n - 1].replace(b'"points":', b'"points": ')  # the line it ends on: other bytes
     ledger.write_bytes(b"".join(lines))
     svc = open_svc(data)
     answer(svc, "2026-04-01")
