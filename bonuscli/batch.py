@@ -14,7 +14,6 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import sys
 import zlib
 from typing import Callable
 
@@ -41,9 +40,12 @@ class Spec(Record):
     decide: Callable  # (cat, member, now, request) -> Decision | Refusal
 
 
-def _open(source: str):
+def _open(source: str, stream=None):
+    """`stream` when the caller opened one (the CLI passes standard input for `-`), else the file."""
+    if stream is not None:
+        return stream
     if source == "-":
-        return getattr(sys.stdin, "buffer", sys.stdin)
+        raise BadInput("reading standard input needs the stream the command line opened", "usage")
     try:
         return open(source, "rb")
     except FileNotFoundError:
@@ -54,12 +56,12 @@ def _open(source: str):
         raise FilesError(f"cannot read {source}: {e.strerror or e}", "unreadable")
 
 
-def _lines(source: str):
+def _lines(source: str, stream=None):
     """(line number, line) for each non-blank line of the file, streamed: split at "\\n" only (a U+2028
     or U+0085 inside a JSON string is no line break), a "\\r" before it dropped (CRLF files), a BOM at
     the start dropped. A file that is not UTF-8 is BadInput (the whole file is read before any row is
     applied, so that is still before anything was written)."""
-    f = _open(source)
+    f = _open(source, stream)
     try:
         for n, raw in enumerate(f, start=1):
             if isinstance(raw, str):  # a text stdin without a binary buffer
@@ -79,7 +81,7 @@ def _lines(source: str):
     except OSError as e:
         raise FilesError(f"cannot read {source}: {e.strerror or e}", "unreadable")
     finally:
-        if f is not sys.stdin and f is not getattr(sys.stdin, "buffer", None):
+        if stream is None:
             f.close()
 
 
@@ -188,14 +190,14 @@ def raw_row(form: Form, line: str):
     return {h: (values[i] if i < len(values) else "") for i, h in enumerate(header)}
 
 
-def raw_rows(source: str, spec: Spec):
+def raw_rows(source: str, spec: Spec, stream=None):
     """Yield (line, dict or BadInput) for each data row of a CSV or JSON-lines file.
 
     Strict: each row is one line of the file (numbered from 1, header included), so a malformed line
     (a stray quote, a line that is not a JSON object) is that line's problem and never absorbs the
     next ones. Empty lines are skipped; a BOM and CRLF line ends are accepted. A file-level problem
     (no header, a header without the required columns) is BadInput naming the line."""
-    lines = _lines(source)
+    lines = _lines(source, stream)
     first = next(lines, None)
     if first is None:
         return
@@ -249,13 +251,13 @@ class Spool:
     up to SPILL_ROWS rows, then in temporary files, so memory does not grow with the file. Every
     member's rows are in one group, in file order."""
 
-    def __init__(self, source: str, spec: Spec):
+    def __init__(self, source: str, spec: Spec, stream=None):
         self.form = Form(False)
         self.held: list = []  # (line number, text, group) while in memory
         self.files: list | None = None  # the groups' files once spilled
         self.tmp = None
         self.lines = 0
-        lines = _lines(source)
+        lines = _lines(source, stream)
         first = next(lines, None)
         if first is None:
             return
@@ -353,13 +355,13 @@ def _row(cat, spec: Spec, line: int, raw):
     return Row(line, req.phone, ref, at, req), None
 
 
-def run(svc, source: str, kind: str, now, dry_run: bool, jobs=None, progress=None) -> dict:
+def run(svc, source: str, kind: str, now, dry_run: bool, jobs=None, progress=None, stream=None) -> dict:
     """Apply a batch file; the summary (CLI.md `earn --from`). The file is read as a stream and its
     rows routed by member (`Spool`); each group is parsed and decided on its own, by worker
     processes that open the same service (`svc.opener`) when there are many rows and `jobs` > 1."""
     opener = getattr(svc, "opener", None)
     svc.keep_alive = None  # many members, each done with once decided: keeping them to the exit only grows memory
-    spool = Spool(source, SPECS[kind])
+    spool = Spool(source, SPECS[kind], stream)
     try:
         counts = dict(rows=0, applied=0, duplicates=0, refused=0, errors=0)
         problems: list = []

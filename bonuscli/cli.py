@@ -810,7 +810,8 @@ def from_batch(ctx, env, source, kind, title, jobs, given: dict, dry_run=False):
             bar.length = total
             bar.update(done)
 
-    summary = batch.run(svc, source, kind, env.now, dry_run, jobs, progress)
+    stream = getattr(sys.stdin, "buffer", sys.stdin) if source == "-" else None  # only the CLI reads stdin
+    summary = batch.run(svc, source, kind, env.now, dry_run, jobs, progress, stream)
     if bar is not None:
         bar.render_finish()
     counts = {k: summary[k] for k in ("rows", "applied", "duplicates", "refused", "errors")}

@@ -59,7 +59,9 @@ def orphan_guard(parent: int, every: float = 0.5) -> None:
         while True:
             time.sleep(every)
             if os.getppid() != parent:
-                os._exit(70)
+                import signal
+
+                os.kill(os.getpid(), signal.SIGKILL)  # at once: no cleanup may run for a parent that is gone
 
     threading.Thread(target=watch, name="bonuscli-orphan-guard", daemon=True).start()
 

@@ -272,7 +272,9 @@ def activation_instant(cat: Catalog, method: str, joined_at: dt.datetime) -> dt.
             if day.weekday() < 5:
                 n += 1
         return dt.datetime.combine(day, here.time(), tzinfo=zone(cat.timezone)).replace(fold=0)
-    return joined_at + dt.timedelta(hours=act.hours)
+    # RULES.md §1: N days after an instant is N x 24 hours of real time (UTC arithmetic; `+` on an
+    # aware datetime adds wall-clock time, an hour off across a clock change)
+    return (joined_at.astimezone(UTC) + dt.timedelta(hours=act.hours)).astimezone(zone(cat.timezone))
 
 
 def closed(cat: Catalog, now: dt.datetime) -> bool:
