@@ -187,22 +187,38 @@ def global_options(f):
 
 
 def _globals_in(args) -> dict:
-    """The global options among `args`, parsed by Click's own parser (for errors raised before the
-    command's parameters were processed)."""
-    from click.parser import _OptionParser as Parser  # noqa: PLC0415
-
-    p = Parser()
-    p.ignore_unknown_options = True
-    p.allow_interspersed_args = True
-    p.add_option(click.Option(["--json"]), ["--json"], "json", action="store_const", const=True)
-    p.add_option(click.Option(["--debug"]), ["--debug"], "debug", action="store_const", const=True)
-    p.add_option(click.Option(["--format"]), ["--format"], "fmt", action="store")
-    try:
-        opts, _, _ = p.parse_args([str(a) for a in args if str(a) != "--"])
-        return opts
-    except Exception:
-        return {}
-
+    """How to show an error raised before the command's parameters were processed: the --json,
+    --debug and --format among `args`, by the names GLOBAL_SPECS declares, read leniently (no
+    private Click parser): other options and arguments are skipped, --format takes the next word
+    or its `=VALUE`, and `--` is skipped too, so `catalog -- --json` (where Click takes --json for
+    the code asked for) still fails in JSON. A flag given a value (`--json=x`) or a --format
+    without one is itself the usage error: then none count."""
+    options = {}  # "--json" -> ("json", takes a value?)
+    for decls, attrs in GLOBAL_SPECS:
+        names = [d for d in decls if d.startswith("-")]
+        dest = next((d for d in decls if not d.startswith("-")), names[0].lstrip("-").replace("-", "_"))
+        if dest in ("json", "debug", "fmt"):
+            options.update({n: (dest, not attrs.get("is_flag", False)) for n in names})
+    words = [str(a) for a in args if str(a) != "--"]
+    found: dict = {}
+    i = 0
+    while i < len(words):
+        name, eq, value = words[i].partition("=")
+        i += 1
+        if name not in options:
+            continue
+        dest, takes_value = options[name]
+        if not takes_value:
+            if eq:
+                return {}
+            found[dest] = True
+        elif eq:
+            found[dest] = value
+        elif i < len(words):
+            found[dest], i = words[i], i + 1
+        else:
+            return {}
+    return found
 
 # ---------------------------------------------------------------- the group and its one error handler
 

@@ -79,7 +79,7 @@ class Calendar:
         # of a credit that day, year*12+month-1, epoch of that date's 00:00 in that offset), for dates
         # on which that offset is the program's all day long; else None (then: the exact, slower way)
         self.days: dict = {}
-        self.tenure: dict = {}  # customer_since text -> tenure_steps (`earn`)
+        self.tenure: dict = {}  # customer_since (text or date) -> its tenure steps (tenure_coefficient)
         self.coef_text: dict = {}  # coefficient -> its text as stored
         self._date_text: dict = {}
         self._guess = 0  # the UTC offset (seconds) of the last local day found: where `day` looks first
@@ -291,27 +291,33 @@ def whole_months(since: dt.date, on: dt.date) -> int:
 # ---------------------------------------------------------------- rates
 
 
-def tenure_coefficient(cat: Catalog, since: dt.date, on: dt.date) -> Decimal:
-    """The coefficient for spending on `on` by a customer since `since` (local dates)."""
-    for step in cat.tenure:
-        if step.up_to is None or on <= add_months(since, int(step.up_to)):
-            return step.value
-    return cat.tenure[-1].value
+_MONTHS_FROM = dt.date(2000, 1, 1)  # `--tenure-months N`: a customer since this date, spending N months later
 
 
-def tenure_steps(cat: Catalog, since: dt.date) -> list:
-    """`tenure_coefficient(cat, since, on)` as steps: [(last ordinal of `on` or None, value)], the first
-    step whose last date is on or after `on` (or that has none) giving the value."""
-    out = [(None if step.up_to is None else add_months(since, int(step.up_to)).toordinal(), step.value)
-           for step in cat.tenure]
-    return out + [(None, cat.tenure[-1].value)]
+def tenure_coefficient(cat: Catalog, since, on) -> Decimal:
+    """THE tenure coefficient: for spending on local date `on` (a date or its ordinal) by a customer
+    since `since` (a date or its ISO text): the first step whose `up_to` months after `since` is on or
+    after `on` (RULES.md §3). Each customer-since date's steps are computed once per calendar (a
+    batch or a diff asks for the same few thousand dates again and again)."""
+    cal = calendar_of(cat)
+    steps = cal.tenure.get(since)
+    if steps is None:
+        if len(cal.tenure) > 100_000:
+            cal.tenure.clear()
+        first = since if isinstance(since, dt.date) else dt.date.fromisoformat(since)
+        steps = cal.tenure[since] = [(None if step.up_to is None else add_months(first, int(step.up_to)).toordinal(),
+                                      step.value) for step in cat.tenure] + [(None, cat.tenure[-1].value)]
+    day = on if type(on) is int else on.toordinal()
+    for last, value in steps:
+        if last is None or day <= last:
+            return value
+    return cat.tenure[-1].value  # not reached: the last step has no end
 
 
 def tenure_for_months(cat: Catalog, months: int) -> Decimal:
-    for step in cat.tenure:
-        if step.up_to is None or months <= step.up_to:
-            return step.value
-    return cat.tenure[-1].value
+    """The coefficient of a customer of exactly `months` whole months (`calc --tenure-months`): the
+    same steps, for a customer since a first of the month spending that many months later."""
+    return tenure_coefficient(cat, _MONTHS_FROM, add_months(_MONTHS_FROM, months))
 
 
 def card_rate(cat: Catalog, last_month: Decimal) -> int:
@@ -336,37 +342,43 @@ def rub(kopecks: int) -> Decimal:
     return Decimal(kopecks) / 100
 
 
+_ONE = Decimal("1.0")
+
+
 def rate(cat: Catalog, category: str, *, since=None, on=None, months=None, card_last_month=Decimal(0),
          explain=True):
-    """(coefficient, rub_per_point, steps) for a spending in `category` (steps None unless `explain`)."""
+    """THE rate of a spending in `category`: (coefficient, rub_per_point, steps). `earn`, the batch,
+    `diff` and `calc` all come here; `explain` only records the steps beside the same arithmetic
+    (steps is None without it). `since`: a date or its ISO text; `on`: a date or its ordinal;
+    `months`: whole months of tenure instead of `since`/`on` (`calc --tenure-months`)."""
     c = cat.categories[category]
-    if not explain:
-        rpp = card_rate(cat, card_last_month) if c.tiered else c.rub_per_point
-        coef = Decimal("1.0")
-        if c.tenure:
-            coef = tenure_for_months(cat, months) if months is not None else (
-                tenure_coefficient(cat, since, on) if since is not None and on is not None else coef)
-        return coef, rpp, None
-    steps = []
+    steps = [] if explain else None
     if c.tiered:
         rpp = card_rate(cat, card_last_month)
-        steps.append({"rule": "card-tier", "detail": f"previous month's {category} payments {money(card_last_month)} RUB -> {rpp} RUB per point",
-                      "last_month": money(card_last_month), "rub_per_point": rpp})
+        if explain:
+            steps.append({"rule": "card-tier", "detail": f"previous month's {category} payments {money(card_last_month)} RUB -> {rpp} RUB per point",
+                          "last_month": money(card_last_month), "rub_per_point": rpp})
     else:
         rpp = c.rub_per_point
-        steps.append({"rule": "rate", "detail": f"{category}: {rpp} RUB per point", "rub_per_point": rpp})
-    coef = Decimal("1.0")
-    if c.tenure:
-        if months is not None:
-            coef = tenure_for_months(cat, months)
+        if explain:
+            steps.append({"rule": "rate", "detail": f"{category}: {rpp} RUB per point", "rub_per_point": rpp})
+    coef = _ONE
+    if not c.tenure:
+        if explain:
+            steps.append({"rule": "tenure", "detail": f"{category} does not use the tenure coefficient -> 1.0",
+                          "coefficient": "1.0"})
+    elif months is not None:
+        coef = tenure_for_months(cat, months)
+        if explain:
             steps.append({"rule": "tenure", "detail": f"customer for {months} months -> coefficient {decimal_text(coef)}",
                           "months": months, "coefficient": decimal_text(coef)})
-        elif since is not None and on is not None:
-            coef = tenure_coefficient(cat, since, on)
-            steps.append({"rule": "tenure", "detail": f"customer since {since}, spending on {on} -> coefficient {decimal_text(coef)}",
-                          "customer_since": since.isoformat(), "on": on.isoformat(), "coefficient": decimal_text(coef)})
-    else:
-        steps.append({"rule": "tenure", "detail": f"{category} does not use the tenure coefficient -> 1.0", "coefficient": "1.0"})
+    elif since is not None and on is not None:
+        coef = tenure_coefficient(cat, since, on)
+        if explain:
+            since_d = since if isinstance(since, dt.date) else dt.date.fromisoformat(since)
+            on_d = on if isinstance(on, dt.date) else dt.date.fromordinal(on)
+            steps.append({"rule": "tenure", "detail": f"customer since {since_d}, spending on {on_d} -> coefficient {decimal_text(coef)}",
+                          "customer_since": since_d.isoformat(), "on": on_d.isoformat(), "coefficient": decimal_text(coef)})
     return coef, rpp, steps
 
 

@@ -21,7 +21,6 @@ from bonuscli.rules.dates import (
     rate,
     rub,
     seconds,
-    tenure_steps,
 )
 from bonuscli.rules.member import (
     E_AMOUNT,
@@ -190,23 +189,9 @@ def earn(cat: Catalog, m: Member, now, amount: Decimal, category: str, ref=None,
     today = cal.day(t)
     ym = cal.ym(today)
     c = cat.categories[category]
-    if not explain and c.tenure and not c.tiered:  # the common case, with the tenure step cached per day
-        since_text = m.join["customer_since"]
-        steps_from = cal.tenure.get(since_text)
-        if steps_from is None:  # (last local date of the step as an ordinal or None, coefficient), in order
-            if len(cal.tenure) > 100_000:
-                cal.tenure.clear()
-            since = dt.date.fromisoformat(since_text)
-            steps_from = cal.tenure[since_text] = tenure_steps(cat, since)
-        for last, coef in steps_from:
-            if last is None or today <= last:
-                break
-        rpp, steps = c.rub_per_point, None
-    else:
-        last_month = rub(m.month_spend.get((category, ym - 1), 0))
-        since = dt.date.fromisoformat(m.join["customer_since"])
-        coef, rpp, steps = rate(cat, category, since=since, on=dt.date.fromordinal(today),
-                                card_last_month=last_month, explain=explain)
+    last_month = rub(m.month_spend.get((category, ym - 1), 0)) if c.tiered else Decimal(0)
+    coef, rpp, steps = rate(cat, category, since=m.join["customer_since"], on=today, card_last_month=last_month,
+                            explain=explain)
     points = points_for(amount, coef, rpp)
     if steps is not None:
         steps.append(formula_step(amount, coef, rpp, points))
