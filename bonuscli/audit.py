@@ -1,12 +1,36 @@
 """`check --ledgers`: every ledger of a data directory, and the invariants across them.
 
-Owns: the invariant checker used by tests and by the command (LEDGER_CHECKS).
-Reads ledgers through the service's store (never writes, never trusts a
-snapshot); the arithmetic is the rules' replay. Returns problems as values.
-Imports model, ledger, rules, fleet.
+Owns: the invariant checker used by tests and by the command. Reads ledgers
+through the service's store (never writes, never trusts a snapshot); the
+arithmetic is the rules' replay. Returns problems as values. Imports model,
+ledger, rules, fleet.
+
+One ledger is checked by a table of small checks, `LEDGER_CHECKS`, as the
+catalog is by `catalog.CATALOG_CHECKS`. `check_ledger` builds a
+`LedgerContext` (the ledger as read once with its chain's problems, the
+moment, the catalog, the peer ledgers read on demand, the replay made on first
+use) and `run_checks` runs the table in order. Each check is a module-level
+function `(ctx) -> [Found(line, message, event)]`, and belongs to a stage:
+
+- read:    check_chain (the hash chain, verified by the read itself),
+           check_torn (an unfinished last line);
+- lines:   check_ids (duplicate ids), check_times (dated before the line above),
+           check_refs (a reference applied twice);
+- replay:  check_replay (the rules can replay it: returns `Stop` when they
+           cannot, and no later check runs), check_conservation (the points add up);
+- links:   check_gift_out, check_gift_in, check_gift_settle, check_gift_decision,
+           check_referral, check_referred_join (both sides of every gift and referral).
+
+Problems come out stage by stage, and within a stage in the order of the events
+they are about (each event's in the checks' order). Then the anchor: a
+directory's chain heads saved, and compared later (`check_anchor`).
 """
 
 from __future__ import annotations
+
+from functools import cached_property
+from itertools import groupby
+from typing import NamedTuple
 
 from bonuscli import ledger as ledger_mod
 from bonuscli import rules
@@ -88,21 +112,102 @@ class _Peers(dict):
         return led if led is not None and led.size else default
 
 
-def check_ledger(svc, phone, led, now, chain) -> list:
-    """Every problem of one ledger; `chain`: its hash chain's problems, read with it (`read_checked`)."""
-    cat = svc.catalog
-    t = rules.seconds(now)
-    ledgers = _Peers(svc.store)
-    ledgers[phone] = led
-    out = [_problem(led.path, n, message) for n, message in chain]
-    if led.torn is not None:
-        out.append(_problem(led.path, led.torn.line, "unfinished last line (an interrupted write); "
-                            "the next change to this member seals it"))
-    seen_ids, refs, last = set(), {}, ""
-    for e in led.events:
-        if e["id"] in seen_ids:
-            out.append(_problem(led.path, line_of(led, e["id"]), f"duplicate event id {e['id']}"))
-        seen_ids.add(e["id"])
+# ---------------------------------------------------------------- the ledger checks (LEDGER_CHECKS)
+
+
+class Found(NamedTuple):
+    """One problem a check found in the ledger it checks (shown as `path:line: message`)."""
+
+    line: int
+    message: str
+    event: int = 0  # the index in `led.events` of the event it is about: orders a stage's problems
+
+
+class Stop(list):
+    """What a check returns when the checks after it would be meaningless: its problems, and no
+    later check runs."""
+
+
+class LedgerContext:
+    """What a ledger check reads: one ledger, read once, and what is derived from it."""
+
+    def __init__(self, svc, phone, led, now, chain):
+        self.catalog = svc.catalog
+        self.phone = phone
+        self.led = led  # ledger.LedgerRead: the events, the path, a torn last line
+        self.now = now  # the moment checked (`--at`)
+        self.chain = chain  # (line, message) of the hash chain's problems, from the same read (`read_checked`)
+        self.ledgers = _Peers(svc.store)  # phone -> LedgerRead: this one, and the peers read on demand
+        self.ledgers[phone] = led
+
+    @cached_property
+    def member(self):
+        """The rules' replay of the ledger as of `now` (reading the peers it needs), or the exception
+        that stopped it. Replayed once, when check_replay first asks."""
+        t = rules.seconds(self.now)
+        peers = {}
+        for p in rules.peers_needed(self.led.events, t):
+            other = self.ledgers.get(p)
+            peers[p] = other.events if other is not None else ()
+        try:
+            return rules.replay(self.catalog, self.phone, self.led.events, t, peers)
+        except Exception as e:  # a ledger the rules cannot replay is unsound: check_replay says so
+            return e
+
+
+def _stage(name: str):
+    """Put a check in a stage (see LEDGER_CHECKS)."""
+
+    def mark(check):
+        check.stage = name
+        return check
+
+    return mark
+
+
+def _events(ctx, *types):
+    """(index, event) of the ledger's events of these types."""
+    return ((i, e) for i, e in enumerate(ctx.led.events) if e["type"] in types)
+
+
+# -- stage "read": what reading the file found
+
+
+@_stage("read")
+def check_chain(ctx) -> list:
+    """Every line follows the one above it in the hash chain. The chain was verified by the read
+    itself (`ledger.read_checked`: on the decoded events, line by line at the first doubt)."""
+    return [Found(n, message) for n, message in ctx.chain]
+
+
+@_stage("read")
+def check_torn(ctx) -> list:
+    """No unfinished last line (an interrupted append: reported, not tampering)."""
+    if ctx.led.torn is None:
+        return []
+    return [Found(ctx.led.torn.line, "unfinished last line (an interrupted write); "
+                                     "the next change to this member seals it")]
+
+
+# -- stage "lines": each line on its own and against the lines above it
+
+
+@_stage("lines")
+def check_ids(ctx) -> list:
+    """No two events with the same id (shown at the line of the first)."""
+    out, seen = [], set()
+    for i, e in enumerate(ctx.led.events):
+        if e["id"] in seen:
+            out.append(Found(line_of(ctx.led, e["id"]), f"duplicate event id {e['id']}", i))
+        seen.add(e["id"])
+    return out
+
+
+@_stage("lines")
+def check_times(ctx) -> list:
+    """No event (but a repair) dated before the one above it."""
+    out, last = [], ""
+    for i, e in enumerate(ctx.led.events):
         if e["type"] == "repair":
             continue
         text = e["at"]
@@ -111,92 +216,199 @@ def check_ledger(svc, phone, led, now, chain) -> list:
         else:
             earlier = bool(last) and rules.instant(text) < rules.instant(last)
         if earlier:
-            out.append(_problem(led.path, line_of(led, e["id"]), f"event {e['id']} is dated before the one above it"))
+            out.append(Found(line_of(ctx.led, e["id"]), f"event {e['id']} is dated before the one above it", i))
         last = text
-        if e["type"] in ("earn", "refund", "adjust") and e.get("ref") is not None:
-            key = (e["type"], e["ref"])
-            if key in refs:
-                out.append(_problem(led.path, line_of(led, e["id"]),
-                                    f"reference {e['ref']} applied twice ({e['type']}; first {refs[key]})"))
-            refs[key] = e["id"]
-    peers = {}
-    for p in rules.peers_needed(led.events, t):
-        other = ledgers.get(p)
-        peers[p] = other.events if other is not None else ()
-    try:
-        m = rules.replay(cat, phone, led.events, t, peers)
-    except Exception as e:  # a ledger the rules cannot replay is unsound
-        return out + [_problem(led.path, 1, f"cannot replay this ledger ({type(e).__name__}: {e})")]
-    lhs, rhs = conservation(m)
-    if lhs != rhs:
-        out.append(_problem(led.path, 1, f"points do not add up: credited+received {lhs} != accounted {rhs} "
-                            f"(totals {m.totals}, available {m.available()}, held {m.held_out()}, debt {m.debt})"))
-    for e in led.events:
-        t = e["type"]
-        if t == "gift_out":
-            other = ledgers.get(e["to"])
-            inn = [x for x in (other.events if other else ()) if x["type"] == "gift_in" and x.get("gift_id") == e["gift_id"]]
-            status, _ = rules.gift_outcome(e["gift_id"], led.events, other.events if other else (), now, cat)
-            if inn:
-                x = inn[0]
-                if x["points"] != e["points"] or x["from"] != phone or x.get("lots") != e.get("lots"):
-                    out.append(_problem(led.path, line_of(led, e["id"]),
-                                        f"gift {e['gift_id']} differs from its copy in {e['to']}'s ledger"))
-            elif status != "cancelled":
-                settle = next((x for x in led.events if x["type"] == "gift_settle" and x["gift_id"] == e["gift_id"]), None)
-                if settle is None or settle["outcome"] != "cancelled":
-                    out.append(_problem(led.path, line_of(led, e["id"]),
-                                        f"gift {e['gift_id']} is missing from {e['to']}'s ledger"))
-        elif t == "gift_in":
-            other = ledgers.get(e["from"])
-            outs = [x for x in (other.events if other else ()) if x["type"] == "gift_out" and x.get("gift_id") == e["gift_id"]]
-            if not outs:
-                out.append(_problem(led.path, line_of(led, e["id"]),
-                                    f"gift {e['gift_id']} has no offer in {e['from']}'s ledger"))
-        elif t == "gift_settle":
-            offer = next((x for x in led.events if x["type"] == "gift_out" and x["gift_id"] == e["gift_id"]), None)
-            if offer is None:
-                out.append(_problem(led.path, line_of(led, e["id"]), f"settles unknown gift {e['gift_id']}"))
-                continue
-            other = ledgers.get(offer["to"])
-            decision = next((x for x in (other.events if other else ())
-                             if x["type"] in ("gift_accept", "gift_reject") and x.get("gift_id") == e["gift_id"]), None)
-            if decision is not None:
-                want = "accepted" if decision["type"] == "gift_accept" else "rejected"
-                if e["outcome"] != want:
-                    out.append(_problem(led.path, line_of(led, e["id"]),
-                                        f"gift {e['gift_id']} recorded {e['outcome']} here but {want} by {offer['to']}"))
-            elif e["outcome"] in ("accepted", "rejected"):
-                out.append(_problem(led.path, line_of(led, e["id"]),
-                                    f"gift {e['gift_id']} recorded {e['outcome']} here, but {offer['to']}'s ledger has "
-                                    "no such decision (was it restored from an older copy?)"))
-        elif t in ("gift_accept", "gift_reject"):
-            own = next((x for x in led.events if x["type"] == "gift_in" and x.get("gift_id") == e["gift_id"]), None)
-            other = ledgers.get(e["from"])
-            offer = next((x for x in (other.events if other else ())
-                          if x["type"] == "gift_out" and x.get("gift_id") == e["gift_id"]), None)
-            if own is None or offer is None:
-                where = "this ledger" if own is None else f"{e['from']}'s ledger"
-                out.append(_problem(led.path, line_of(led, e["id"]),
-                                    f"gift {e['gift_id']} is decided here but its offer is missing from {where}"))
-        elif t == "referral":
-            other = ledgers.get(e["invitee"])
-            joined = any(x["type"] == "join" and x.get("referral_id") == e["referral_id"]
-                         for x in (other.events if other else ()))
-            settle = next((x for x in led.events
-                           if x["type"] == "referral_settle" and x.get("referral_id") == e["referral_id"]), None)
-            if not joined and settle is not None and settle.get("outcome") == "confirmed":
-                out.append(_problem(led.path, line_of(led, e["id"]),
-                                    f"referral {e['referral_id']} was credited here, but {e['invitee']}'s ledger has no "
-                                    "join naming it (was it restored from an older copy?)"))
-        elif t == "join" and e.get("referral_id"):
-            other = ledgers.get(e.get("referrer") or "")
-            if not any(x["type"] == "referral" and x.get("referral_id") == e["referral_id"]
-                       for x in (other.events if other else ())):
-                out.append(_problem(led.path, line_of(led, e["id"]),
-                                    f"joined on referral {e['referral_id']}, which is missing from "
-                                    f"{e.get('referrer')}'s ledger"))
     return out
+
+
+@_stage("lines")
+def check_refs(ctx) -> list:
+    """No reference applied twice by events of one type (earn, refund, adjust)."""
+    out, refs = [], {}
+    for i, e in _events(ctx, "earn", "refund", "adjust"):
+        if e.get("ref") is None:
+            continue
+        key = (e["type"], e["ref"])
+        if key in refs:
+            out.append(Found(line_of(ctx.led, e["id"]),
+                             f"reference {e['ref']} applied twice ({e['type']}; first {refs[key]})", i))
+        refs[key] = e["id"]
+    return out
+
+
+# -- stage "replay": the rules' replay of the whole ledger
+
+
+@_stage("replay")
+def check_replay(ctx) -> list:
+    """The rules can replay the ledger. If they cannot, no check after this one runs: they all
+    read the replay, or the events the rules could not make sense of."""
+    e = ctx.member
+    if isinstance(e, Exception):
+        return Stop([Found(1, f"cannot replay this ledger ({type(e).__name__}: {e})")])
+    return []
+
+
+@_stage("replay")
+def check_conservation(ctx) -> list:
+    """Every point credited or received is accounted for (`conservation`)."""
+    m = ctx.member
+    lhs, rhs = conservation(m)
+    if lhs == rhs:
+        return []
+    return [Found(1, f"points do not add up: credited+received {lhs} != accounted {rhs} "
+                     f"(totals {m.totals}, available {m.available()}, held {m.held_out()}, debt {m.debt})")]
+
+
+# -- stage "links": both sides of every gift and referral
+
+
+@_stage("links")
+def check_gift_out(ctx) -> list:
+    """A gift offered here is in the recipient's ledger, the same, unless it was cancelled."""
+    out, led = [], ctx.led
+    for i, e in _events(ctx, "gift_out"):
+        other = ctx.ledgers.get(e["to"])
+        inn = [x for x in (other.events if other else ()) if x["type"] == "gift_in" and x.get("gift_id") == e["gift_id"]]
+        status, _ = rules.gift_outcome(e["gift_id"], led.events, other.events if other else (), ctx.now, ctx.catalog)
+        if inn:
+            x = inn[0]
+            if x["points"] != e["points"] or x["from"] != ctx.phone or x.get("lots") != e.get("lots"):
+                out.append(Found(line_of(led, e["id"]), f"gift {e['gift_id']} differs from its copy in {e['to']}'s ledger",
+                                 i))
+        elif status != "cancelled":
+            settle = next((x for x in led.events if x["type"] == "gift_settle" and x["gift_id"] == e["gift_id"]), None)
+            if settle is None or settle["outcome"] != "cancelled":
+                out.append(Found(line_of(led, e["id"]), f"gift {e['gift_id']} is missing from {e['to']}'s ledger", i))
+    return out
+
+
+@_stage("links")
+def check_gift_in(ctx) -> list:
+    """A gift received here was offered in the sender's ledger."""
+    out = []
+    for i, e in _events(ctx, "gift_in"):
+        other = ctx.ledgers.get(e["from"])
+        if not any(x["type"] == "gift_out" and x.get("gift_id") == e["gift_id"] for x in (other.events if other else ())):
+            out.append(Found(line_of(ctx.led, e["id"]), f"gift {e['gift_id']} has no offer in {e['from']}'s ledger", i))
+    return out
+
+
+@_stage("links")
+def check_gift_settle(ctx) -> list:
+    """A gift settled here was offered here, and its outcome is the recipient's decision."""
+    out, led = [], ctx.led
+    for i, e in _events(ctx, "gift_settle"):
+        offer = next((x for x in led.events if x["type"] == "gift_out" and x["gift_id"] == e["gift_id"]), None)
+        if offer is None:
+            out.append(Found(line_of(led, e["id"]), f"settles unknown gift {e['gift_id']}", i))
+            continue
+        other = ctx.ledgers.get(offer["to"])
+        decision = next((x for x in (other.events if other else ())
+                         if x["type"] in ("gift_accept", "gift_reject") and x.get("gift_id") == e["gift_id"]), None)
+        if decision is not None:
+            want = "accepted" if decision["type"] == "gift_accept" else "rejected"
+            if e["outcome"] != want:
+                out.append(Found(line_of(led, e["id"]),
+                                 f"gift {e['gift_id']} recorded {e['outcome']} here but {want} by {offer['to']}", i))
+        elif e["outcome"] in ("accepted", "rejected"):
+            out.append(Found(line_of(led, e["id"]),
+                             f"gift {e['gift_id']} recorded {e['outcome']} here, but {offer['to']}'s ledger has "
+                             "no such decision (was it restored from an older copy?)", i))
+    return out
+
+
+@_stage("links")
+def check_gift_decision(ctx) -> list:
+    """A gift accepted or rejected here was received here and offered in the sender's ledger."""
+    out, led = [], ctx.led
+    for i, e in _events(ctx, "gift_accept", "gift_reject"):
+        own = next((x for x in led.events if x["type"] == "gift_in" and x.get("gift_id") == e["gift_id"]), None)
+        other = ctx.ledgers.get(e["from"])
+        offer = next((x for x in (other.events if other else ())
+                      if x["type"] == "gift_out" and x.get("gift_id") == e["gift_id"]), None)
+        if own is None or offer is None:
+            where = "this ledger" if own is None else f"{e['from']}'s ledger"
+            out.append(Found(line_of(led, e["id"]),
+                             f"gift {e['gift_id']} is decided here but its offer is missing from {where}", i))
+    return out
+
+
+@_stage("links")
+def check_referral(ctx) -> list:
+    """A referral credited here (confirmed) has the invitee's join naming it."""
+    out, led = [], ctx.led
+    for i, e in _events(ctx, "referral"):
+        other = ctx.ledgers.get(e["invitee"])
+        joined = any(x["type"] == "join" and x.get("referral_id") == e["referral_id"]
+                     for x in (other.events if other else ()))
+        settle = next((x for x in led.events
+                       if x["type"] == "referral_settle" and x.get("referral_id") == e["referral_id"]), None)
+        if not joined and settle is not None and settle.get("outcome") == "confirmed":
+            out.append(Found(line_of(led, e["id"]),
+                             f"referral {e['referral_id']} was credited here, but {e['invitee']}'s ledger has no "
+                             "join naming it (was it restored from an older copy?)", i))
+    return out
+
+
+@_stage("links")
+def check_referred_join(ctx) -> list:
+    """A join on a referral has the referral in the referrer's ledger."""
+    out = []
+    for i, e in _events(ctx, "join"):
+        if not e.get("referral_id"):
+            continue
+        other = ctx.ledgers.get(e.get("referrer") or "")
+        if not any(x["type"] == "referral" and x.get("referral_id") == e["referral_id"]
+                   for x in (other.events if other else ())):
+            out.append(Found(line_of(ctx.led, e["id"]),
+                             f"joined on referral {e['referral_id']}, which is missing from {e.get('referrer')}'s ledger",
+                             i))
+    return out
+
+
+# The table: run in this order. Its problems are reported stage by stage (read, lines, replay,
+# links), and within a stage in the order of the events they are about, each event's in the order of
+# the checks: what one pass over the events doing every check of the stage would report. A check
+# that returns `Stop` ends the run (check_replay: a ledger the rules cannot replay).
+LEDGER_CHECKS = (
+    check_chain,
+    check_torn,
+    check_ids,
+    check_times,
+    check_refs,
+    check_replay,
+    check_conservation,
+    check_gift_out,
+    check_gift_in,
+    check_gift_settle,
+    check_gift_decision,
+    check_referral,
+    check_referred_join,
+)
+
+
+def run_checks(ctx: LedgerContext, checks=LEDGER_CHECKS) -> list:
+    """The problems (`_problem` dicts) the checks find in the context's ledger (see LEDGER_CHECKS)."""
+    out = []
+    for _stage_name, stage in groupby(checks, key=lambda check: check.stage):
+        found, stop = [], False
+        for check in stage:
+            got = check(ctx)
+            found.extend(got)
+            if isinstance(got, Stop):
+                stop = True
+                break
+        found.sort(key=lambda f: f.event)  # stable: each event's problems stay in the checks' order
+        out.extend(_problem(ctx.led.path, f.line, f.message) for f in found)
+        if stop:
+            break
+    return out
+
+
+def check_ledger(svc, phone, led, now, chain) -> list:
+    """Every problem of one ledger; `chain`: its hash chain's problems, read with it (`read_checked`)."""
+    return run_checks(LedgerContext(svc, phone, led, now, chain))
 
 
 # ---------------------------------------------------------------- the directory anchor

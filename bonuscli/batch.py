@@ -19,8 +19,9 @@ from typing import Callable
 
 from bonuscli import requests as rq
 from bonuscli import rules
+from bonuscli.commands import COMMANDS
 from bonuscli.model import BadInput, BonusError, FilesError, Refusal, iso, parse_when, Record
-from bonuscli.service import decide_adjust, orphan_guard
+from bonuscli.service import orphan_guard
 
 
 class Row(Record):
@@ -573,40 +574,15 @@ def _in_ledger(phone: str, count: int, decision, by_id: dict) -> bool:
 # ---------------------------------------------------------------- the three kinds
 
 
-def _given(raw, key):
-    """A row's value; an empty optional column is no value."""
-    v = raw.get(key)
-    return None if v is None or not str(v).strip() else v
+def _spec(name: str) -> Spec:
+    """A batch of a command of the registry: its columns, its request builder (`ref` required: a
+    re-run must be idempotent), its decision on one member."""
+    cmd = COMMANDS[name]
+
+    def decide(cat, m, now, req):
+        return cmd.decide(cat, {m.phone: m}, now, req)
+
+    return Spec(cmd.batch[0], cmd.batch[1], lambda cat, raw: cmd.build(cat, raw, None, True), decide)
 
 
-def _earn_parse(cat, raw):
-    return rq.earn(cat, raw.get("phone"), raw.get("amount"), raw.get("category"), raw.get("ref"), ref_required=True)
-
-
-def _earn_decide(cat, m, now, req):
-    return rules.earn(cat, m, now, req.amount, req.category, req.ref, explain=False)
-
-
-def _refund_parse(cat, raw):
-    return rq.refund(cat, raw.get("phone"), raw.get("ref"), _given(raw, "amount"), _given(raw, "refund_ref"))
-
-
-def _refund_decide(cat, m, now, req):
-    return rules.refund(cat, m, now, req.ref, req.amount, req.refund_ref)
-
-
-def _adjust_parse(cat, raw):
-    return rq.adjust(cat, raw.get("phone"), raw.get("points"), raw.get("reason"), raw.get("ref"),
-                     _given(raw, "expires_on"), _given(raw, "region"), ref_required=True)
-
-
-def _adjust_decide(cat, m, now, req):
-    return decide_adjust(cat, m, now, req)
-
-
-SPECS = {
-    "earn": Spec(("phone", "amount", "category", "ref"), ("at",), _earn_parse, _earn_decide),
-    "refund": Spec(("phone", "ref"), ("amount", "refund_ref", "at"), _refund_parse, _refund_decide),
-    "adjust": Spec(("phone", "points", "reason", "ref"), ("expires_on", "region", "at"), _adjust_parse,
-                   _adjust_decide),
-}
+SPECS = {name: _spec(name) for name, cmd in COMMANDS.items() if cmd.batch is not None}

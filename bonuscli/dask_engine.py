@@ -342,7 +342,7 @@ def impact(old, new, root, now, scheduler: str | None = None, cluster: Cluster |
     replays whole components (union-find over gifts and referrals) under both
     catalogs, a group of components per task; the client merges member rows by
     phone and outcome changes by the requests' global order (diff.merge_impacts)."""
-    from bonuscli import diff
+    from bonuscli import diff, rules
     from bonuscli import ledger as ledger_mod
 
     if warn is None:
@@ -364,7 +364,7 @@ def impact(old, new, root, now, scheduler: str | None = None, cluster: Cluster |
                 if others:
                     linked[phone] = others
         groups, cur, size = [], [], max(MIN_CHUNK, -(-len(phones) // (n * 8)))
-        for comp in diff.components(linked, phones):
+        for comp in rules.components(linked, phones):
             cur.extend(comp)
             if len(cur) >= size:
                 groups.append(cur)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
+from bonuscli import commands, rules
 from bonuscli.model import Catalog, FilesError, decimal_text, iso, money
 
 # every kind of change, in the order they are listed
@@ -234,7 +235,6 @@ def impact_reference(old: Catalog, new: Catalog, ledgers: dict, now: dt.datetime
 
 # ---------------------------------------------------------------- impact of a data directory, in parallel
 
-LINK_FIELDS = ("to", "from", "referrer", "invitee")  # the other member an event involves
 PARALLEL_FROM = 400  # members: below this, one process reads and replays them all
 GROUP_MIN = 50  # members a worker's task holds at least (whole groups of linked members)
 _DIR: dict = {}  # what a forked worker of `impact_dir` inherits: the store, the catalogs, `now`
@@ -270,7 +270,7 @@ def impact_dir(old: Catalog, new: Catalog, store, now: dt.datetime, jobs=None, w
                         warn(warning)
                     links[phone] = linked
             groups, cur = [], []
-            for group in components(links, phones):
+            for group in rules.components(links, phones):
                 cur.extend(group)
                 if len(cur) >= size:
                     groups.append(cur)
@@ -355,7 +355,7 @@ def _links_part(phones) -> list:
 
 
 def read_links(store, phones, failed) -> list:
-    """For each phone: (phone, what its ledger ties it to (`links_of`), torn-line warning or None). A
+    """For each phone: (phone, what its ledger ties it to (`commands.links_of`), torn-line warning or None). A
     ledger that cannot be read ends the list with `failed(error)`, as read_ledgers would stop there."""
     from bonuscli.ledger import torn_warning
 
@@ -366,47 +366,8 @@ def read_links(store, phones, failed) -> list:
         except FilesError as e:
             out.append(failed(e))
             break
-        out.append((phone, links_of(phone, led.events), torn_warning(led)))
+        out.append((phone, commands.links_of(phone, led.events), torn_warning(led)))
     return out
-
-
-def links_of(phone: str, events) -> list:
-    """What a ledger's events tie its member to: the other members they name, and the recorded gift
-    ids (mapped world-wide by the simulation: simulate.components), as `components` nodes."""
-    linked = set()
-    for e in events:
-        for k in LINK_FIELDS:
-            v = e.get(k)
-            if isinstance(v, str) and v != phone:
-                linked.add(v)
-        g = e.get("gift_id")
-        if isinstance(g, str):
-            linked.add("\0gift " + g)
-    return sorted(linked)
-
-
-def components(links: dict, phones) -> list:
-    """Groups of phones that events tie together (members, and members sharing a recorded gift id),
-    each sorted, in the order of their first phone."""
-    parent: dict = {}
-
-    def find(x):
-        root = x
-        while parent.get(root, root) != root:
-            root = parent[root]
-        while x != root:
-            parent[x], x = root, parent[x]
-        return root
-
-    for p, others in links.items():
-        for q in others:
-            a, b = find(p), find(q)
-            if a != b:
-                parent[max(a, b)] = min(a, b)
-    groups: dict = {}
-    for p in phones:
-        groups.setdefault(find(p), []).append(p)
-    return sorted((sorted(g) for g in groups.values()), key=lambda g: g[0])
 
 
 def _impact_part(phones):

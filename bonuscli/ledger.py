@@ -916,6 +916,60 @@ class MemoryStore:
         pass
 
 
+class SimStore:
+    """Ledgers as the stamped event dicts the service appends, for a simulation (`diff --ledgers`):
+    the same Service, decisions and stamping as every command, with no bytes, no hash chain and no
+    decoding (nothing of a simulation is ever written or read back from bytes)."""
+
+    def __init__(self):
+        self.events: dict = {}  # phone -> [stamped event], oldest first
+        self.root = Path("<simulation>")
+        self._paths: dict = {}
+
+    def path(self, phone: str) -> Path:
+        path = self._paths.get(phone)
+        if path is None:
+            path = self._paths[phone] = self.root / f"{phone}.jsonl"
+        return path
+
+    def read(self, phone: str, verify: bool = False) -> LedgerRead:
+        evs = self.events.get(phone)
+        if evs is None:
+            return LedgerRead(self.path(phone), (), None, 0, exists=False)
+        return LedgerRead(self.path(phone), evs, None, len(evs), lines=len(evs))
+
+    def read_after(self, phone, offset, last_len, last_hash, first, verify=False):
+        return None
+
+    def exists(self) -> bool:
+        return True
+
+    def phones(self) -> list:
+        return sorted(self.events)
+
+    def prepare(self) -> None:
+        pass
+
+    @contextmanager
+    def locked(self, phones, commit=None):
+        yield
+
+    def commit(self, fault=None) -> "NoCommit":
+        return NoCommit()
+
+    def append(self, phone: str, events, ledger: LedgerRead, fault=None, commit=None) -> None:
+        stored = self.events.get(phone)
+        if stored is None:
+            stored = self.events[phone] = []
+        stored.extend(events)
+
+    def load_snapshot(self, phone):
+        return None
+
+    def save_snapshot(self, phone, doc):
+        pass
+
+
 def chained(phone: str, events, ledger: LedgerRead) -> bytes:
     """The bytes that append `events` to `ledger`: a torn tail sealed first, every line chained."""
     chunks = []

@@ -393,3 +393,11 @@ class Accept(Record):
 
 def accept(phone_text, gift_text, reject=False) -> Accept:
     return Accept(phone(phone_text), gift_id(gift_text), bool(reject))
+
+
+class Leave(Record):
+    phone: str
+
+
+def leave(phone_text) -> Leave:
+    return Leave(phone(phone_text))

@@ -26,6 +26,7 @@ from typing import Callable, Optional
 
 from bonuscli import __version__, paths, rules
 from bonuscli import requests as rq
+from bonuscli.commands import COMMANDS
 from bonuscli.ledger import Conflict, FileStore, LedgerRead, NoCommit, line_hash, torn_warning
 from bonuscli.model import BadInput, Catalog, Decision, FilesError, Refusal, SCHEMA_VERSION, BonusError, money, Record
 
@@ -268,7 +269,7 @@ class Service:
 
     def transact(self, phones, now, decide):
         """Lock `phones` (sorted), read them under the lock, decide, write; the Decision's view."""
-        t = rules.seconds(now)
+        t = now if type(now) is int else rules.seconds(now)
         phones = list(dict.fromkeys(phones))
         for attempt in range(5):
             try:
@@ -299,60 +300,49 @@ class Service:
 
     # ------------------------------------------------------------ the commands that write
 
+    def run(self, name: str, req, now, **opts):
+        """THE way a request of a writing command is decided and written, wherever it comes from (the
+        CLI, a scenario step, an SMS, the Python API, diff's simulation): the members it involves
+        (`commands.COMMANDS[name].phones`) locked and read, its rules decide, the events stamped after
+        the members' seals and appended. The Decision's view; a refusal raised as its error."""
+        cmd = COMMANDS[name]
+        if name == "join":
+            self.store.prepare()  # the first join creates the data directory
+        else:
+            self.require_data()
+        phones = cmd.phones(req, lambda p: self.member(p, now))
+        cat = self.catalog
+        return self.transact(phones, now, lambda ms, t: cmd.decide(cat, ms, t, req, **opts))
+
     def join(self, req: rq.Join, now):
-        phones = [req.phone] + ([req.referrer] if req.referrer and req.referrer != req.phone else [])
-        self.store.prepare()
-        return self.transact(phones, now, lambda ms, t: rules.join(
-            self.catalog, ms[req.phone], t, req.as_rules(), ms.get(req.referrer), welcome=req.welcome))
+        return self.run("join", req, now)
 
     def earn(self, req: rq.Earn, now, dry_run: bool = False, explain: bool = True):
-        if dry_run:
+        if dry_run:  # decided as `run` would, on the member read without the lock; nothing written
             self.require_data()
-            m = self.member(req.phone, now, full=True)
-            return decided(rules.earn(self.catalog, m, rules.seconds(now), req.amount, req.category, req.ref,
-                                      dry_run=True, explain=explain)).view
-        self.require_data()
-        return self.transact([req.phone], now, lambda ms, t: rules.earn(
-            self.catalog, ms[req.phone], t, req.amount, req.category, req.ref, explain=explain))
+            t = now if type(now) is int else rules.seconds(now)
+            m = self.member(req.phone, t, full=True)
+            return decided(COMMANDS["earn"].decide(self.catalog, {req.phone: m}, t, req, dry_run=True,
+                                                   explain=explain)).view
+        return self.run("earn", req, now, explain=explain)
 
     def redeem(self, req: rq.Redeem, now):
-        self.require_data()
-        return self.transact([req.phone], now, lambda ms, t: rules.redeem(
-            self.catalog, ms[req.phone], t, req.code, req.channel, req.price, req.points))
+        return self.run("redeem", req, now)
 
     def gift(self, req: rq.Gift, now):
-        self.require_data()
-        return self.transact([req.sender, req.recipient], now, lambda ms, t: rules.gift(
-            self.catalog, ms[req.sender], ms[req.recipient], t, req.points))
+        return self.run("gift", req, now)
 
     def accept(self, req: rq.Accept, now):
-        self.require_data()
-        m = self.member(req.phone, now)
-        g = m.gifts_in.get(req.gift_id)
-        if g is None:
-            if m.join is None:
-                raise rules.not_member(req.phone).error()
-            raise Refusal(1, "gift-not-found", f"no gift {req.gift_id} was offered to {req.phone}").error()
-        sender = g["from"]
-        return self.transact([req.phone, sender], now, lambda ms, t: rules.accept(
-            self.catalog, ms[req.phone], ms[sender], t, req.gift_id, req.reject))
+        return self.run("accept", req, now)
 
     def leave(self, phone: str, now):
-        self.require_data()
-        return self.transact([phone], now, lambda ms, t: rules.leave(self.catalog, ms[phone], t))
+        return self.run("leave", rq.Leave(phone), now)
 
     def refund(self, req: rq.Refund, now, explain: bool = False):
-        self.require_data()
-        view = self.transact([req.phone], now, lambda ms, t: rules.refund(
-            self.catalog, ms[req.phone], t, req.ref, req.amount, req.refund_ref))
-        return view
+        return self.run("refund", req, now)
 
     def adjust(self, req: rq.Adjust, now):
-        self.require_data()
-        if req.region is not None:
-            return self.transact([req.phone], now, lambda ms, t: decide_adjust(self.catalog, ms[req.phone], t, req))
-        return self.transact([req.phone], now, lambda ms, t: rules.adjust(
-            self.catalog, ms[req.phone], t, req.points, req.reason, req.ref, req.expires_on))
+        return self.run("adjust", req, now)
 
     # ------------------------------------------------------------ the commands that read
 
@@ -525,26 +515,6 @@ class _nolock:
         return False
 
 
-def decide_adjust(cat: Catalog, m, t: int, req: rq.Adjust):
-    """An adjustment; a member who does not exist yet is joined first when the request gives a region
-    (an opening-balance import: no welcome points)."""
-    if req.region and rules.status(m, t) in ("none", "left") and not (req.ref and req.ref in m.adjusts):
-        joined = rules.join(cat, m, t, {"region": req.region, "method": "store", "services": ["mobile"]},
-                            welcome=False)
-        if isinstance(joined, Refusal):
-            return joined
-        import copy
-
-        m2 = copy.deepcopy(m, {id(m.cat): m.cat, id(m.cal): m.cal})
-        for i, e in enumerate(joined.writes[0][1]):
-            rules.extend(m2, dict(e, v=SCHEMA_VERSION, id=f"{m.phone}.preview{i}"))
-        result = rules.adjust(cat, m2, t, req.points, req.reason, req.ref, req.expires_on)
-        if isinstance(result, Refusal):
-            return result
-        return Decision(joined.writes + result.writes, result.view)
-    return rules.adjust(cat, m, t, req.points, req.reason, req.ref, req.expires_on)
-
-
 def reward_json(cat: Catalog, r, region=None) -> dict:
     sd = cat.store_discount
     doc = {"code": r.code, "name": r.name, "category": r.category, "price": cat.price_for(r, region),
@@ -638,4 +608,4 @@ def in_memory(cat: Catalog, files: dict | None = None, live: bool = True) -> Ser
 
 
 __all__ = ["Service", "open_dir", "in_memory", "stamp", "decided", "reward_json", "catalog_rows", "calc",
-           "decide_adjust", "BonusError", "money"]
+           "BonusError", "money"]

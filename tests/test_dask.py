@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from bonuscli import audit, dask_engine, diff, fleet, scenario
+from bonuscli import audit, dask_engine, diff, fleet, rules, scenario
 from bonuscli.ledger import FileStore
 from bonuscli.model import BadInput, FilesError, Refused, parse_date, parse_when
 from conftest import ROOT, Run
@@ -242,7 +242,7 @@ def test_check_tampered_directory_identical(tmp_path, small, cluster, monkeypatc
 def test_components():
     linked = {"9000000001": ["9000000003"], "9000000004": ["9000000009"], "9000000005": ["9000000004"]}
     phones = [f"900000000{i}" for i in range(1, 7)]
-    assert diff.components(linked, phones) == [
+    assert rules.components(linked, phones) == [
         ["9000000001", "9000000003"], ["9000000002"], ["9000000004", "9000000005"], ["9000000006"]]
 
 

@@ -47,7 +47,7 @@ from bonuscli.rules.decide import (  # noqa: F401
     refund,
     seals,
 )
-from bonuscli.rules.links import gift_outcome, peers_needed, peers_of, referral_outcome  # noqa: F401
+from bonuscli.rules.links import components, gift_outcome, peers_needed, peers_of, referral_outcome  # noqa: F401
 from bonuscli.rules.member import (  # noqa: F401
     STATE_FIELDS,
     STATE_FORMAT,

@@ -461,6 +461,8 @@ def accept(cat: Catalog, recipient: Member, sender: Member | None, now, gift_id:
 
 def seals(cat: Catalog, m: Member, now) -> list:
     """Events that record, in this member's own ledger, outcomes now final (see docs/ledger.md)."""
+    if not (m.gifts_out or m.referrals):  # the only outcomes a seal records
+        return []
     at = m.cal.iso(_t(now))
     out = []
     for g in m.gifts_out.values():
@@ -541,9 +543,14 @@ def refund(cat: Catalog, m: Member, now, ref: str, amount=None, refund_ref=None)
     return Decision(((m.phone, (event,)),), view)
 
 
-def adjust(cat: Catalog, m: Member, now, points: int, reason: str, ref=None, expires_on=None) -> Decision | Refusal:
-    """An operator's credit (points > 0) or debit (points < 0), always with a reason."""
+def adjust(cat: Catalog, m: Member, now, points: int, reason: str, ref=None, expires_on=None,
+           region=None) -> Decision | Refusal:
+    """An operator's credit (points > 0) or debit (points < 0), always with a reason. With a `region`,
+    a member who does not exist yet (or left) is joined first: an opening-balance import (`adjust
+    --from` with a region column), no welcome points."""
     t = _t(now)
+    if region and status(m, t) in ("none", "left") and not (ref is not None and ref in m.adjusts):
+        return _opening(cat, m, t, points, reason, ref, expires_on, region)
     if m.join is None or status(m, t) == "left":
         return not_member(m.phone)
     if ref is not None and ref in m.adjusts:
@@ -577,3 +584,22 @@ def adjust(cat: Catalog, m: Member, now, points: int, reason: str, ref=None, exp
             "expires_on": (expires_on.isoformat() if expires_on else date_of(m.cal.expiry(today))) if points > 0 else None,
             "debt_repaid": repay, "debt": m.debt - repay}
     return Decision(((m.phone, (event,)),), view)
+
+
+def _opening(cat: Catalog, m: Member, t: int, points, reason, ref, expires_on, region) -> Decision | Refusal:
+    """The join of an opening-balance import, then the adjustment decided on the member it makes."""
+    import copy
+
+    from bonuscli.model import SCHEMA_VERSION
+    from bonuscli.rules.replay import extend
+
+    joined = join(cat, m, t, {"region": region, "method": "store", "services": ["mobile"]}, welcome=False)
+    if isinstance(joined, Refusal):
+        return joined
+    m2 = copy.deepcopy(m, {id(m.cat): m.cat, id(m.cal): m.cal})
+    for i, e in enumerate(joined.writes[0][1]):
+        extend(m2, dict(e, v=SCHEMA_VERSION, id=f"{m.phone}.preview{i}"))
+    result = adjust(cat, m2, t, points, reason, ref, expires_on)
+    if isinstance(result, Refusal):
+        return result
+    return Decision(joined.writes + result.writes, result.view)

@@ -143,3 +143,29 @@ def cut(events, now: int) -> int:
         if e["type"] != "repair" and instant(e["at"]) > now:
             return j
     return n
+
+
+def components(links: dict, nodes) -> list:
+    """THE grouping of linked members (union-find): the groups of `nodes` that `links` (node ->
+    nodes it is tied to) join, each sorted, in the order of their first node. A linked node that is
+    not among `nodes` (a recorded gift id, a member without a ledger) joins groups without being
+    listed in any."""
+    parent: dict = {}
+
+    def find(x):
+        root = x
+        while parent.get(root, root) != root:
+            root = parent[root]
+        while x != root:
+            parent[x], x = root, parent[x]
+        return root
+
+    for p, others in links.items():
+        for q in others:
+            a, b = find(p), find(q)
+            if a != b:
+                parent[max(a, b)] = min(a, b)
+    groups: dict = {}
+    for p in nodes:
+        groups.setdefault(find(p), []).append(p)
+    return sorted((sorted(g) for g in groups.values()), key=lambda g: g[0])
