@@ -28,7 +28,7 @@ directory's chain heads saved, and compared later (`check_anchor`).
 
 from __future__ import annotations
 
-from functools import cached_property
+from functools import cached_property, lru_cache
 from itertools import groupby
 from typing import NamedTuple
 
@@ -141,6 +141,18 @@ class LedgerContext:
         self.ledgers[phone] = led
 
     @cached_property
+    def by_type(self) -> dict:
+        """type -> [(index, event)] of the ledger's events (one pass, for the checks of one type)."""
+        out: dict = {}
+        for x in enumerate(self.led.events):
+            t = x[1]["type"]
+            if t in out:
+                out[t].append(x)
+            else:
+                out[t] = [x]
+        return out
+
+    @cached_property
     def member(self):
         """The rules' replay of the ledger as of `now` (reading the peers it needs), or the exception
         that stopped it. Replayed once, when check_replay first asks."""
@@ -166,8 +178,10 @@ def _stage(name: str):
 
 
 def _events(ctx, *types):
-    """(index, event) of the ledger's events of these types."""
-    return ((i, e) for i, e in enumerate(ctx.led.events) if e["type"] in types)
+    """(index, event) of the ledger's events of these types, in ledger order."""
+    if len(types) == 1:
+        return ctx.by_type.get(types[0], ())
+    return sorted(x for t in types for x in ctx.by_type.get(t, ()))
 
 
 # -- stage "read": what reading the file found
@@ -388,19 +402,27 @@ LEDGER_CHECKS = (
 )
 
 
+@lru_cache(maxsize=8)
+def _stages(checks) -> tuple:
+    """The checks grouped in their stages: runs of consecutive checks of one stage."""
+    return tuple(tuple(stage) for _name, stage in groupby(checks, key=lambda check: check.stage))
+
+
 def run_checks(ctx: LedgerContext, checks=LEDGER_CHECKS) -> list:
     """The problems (`_problem` dicts) the checks find in the context's ledger (see LEDGER_CHECKS)."""
     out = []
-    for _stage_name, stage in groupby(checks, key=lambda check: check.stage):
+    for stage in _stages(checks):
         found, stop = [], False
         for check in stage:
             got = check(ctx)
-            found.extend(got)
+            if got:
+                found.extend(got)
             if isinstance(got, Stop):
                 stop = True
                 break
-        found.sort(key=lambda f: f.event)  # stable: each event's problems stay in the checks' order
-        out.extend(_problem(ctx.led.path, f.line, f.message) for f in found)
+        if found:
+            found.sort(key=lambda f: f.event)  # stable: each event's problems stay in the checks' order
+            out.extend(_problem(ctx.led.path, f.line, f.message) for f in found)
         if stop:
             break
     return out

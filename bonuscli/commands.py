@@ -63,6 +63,7 @@ class Command(Record):
     batch: Optional[tuple] = None  # (required columns, optional columns) of `--from FILE`
     priority: int = 9  # order between ledgers of requests at the same instant (diff)
     complete: dict = {}  # key -> completion kind (phone, region, category, reward, channel, method)
+    dated: bool = False  # `build` checks dates against the program's today (others are given None)
 
 
 class Context(Record):
@@ -251,7 +252,8 @@ COMMANDS = {c.name: c for c in (
                                   "birth_date": "--birth-date", "customer_since": "--customer-since",
                                   "referrer": "--referrer", "services": "--services"}, {}, ("phone", "region")),
             ("join",), _join_values, {"join": ("referrer",), "referral": ("invitee",)}, _join_describe,
-            priority=0, complete={"phone": "phone", "region": "region", "method": "method", "referrer": "phone"}),
+            priority=0, complete={"phone": "phone", "region": "region", "method": "method", "referrer": "phone"},
+            dated=True),
     Command("earn", ("phone", "amount", "category", "ref"), _earn_build, _one, _earn_decide,
             Scenario(("phone", "amount"), {"category": "--category", "ref": "--ref"}, {"dry_run": "--dry-run"},
                      ("phone", "amount", "category")),

@@ -916,13 +916,24 @@ class MemoryStore:
         pass
 
 
+class _Unlocked:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+_UNLOCKED = _Unlocked()
+
+
 class SimStore:
     """Ledgers as the stamped event dicts the service appends, for a simulation (`diff --ledgers`):
     the same Service, decisions and stamping as every command, with no bytes, no hash chain and no
     decoding (nothing of a simulation is ever written or read back from bytes)."""
 
     def __init__(self):
-        self.events: dict = {}  # phone -> [stamped event], oldest first
+        self.reads: dict = {}  # phone -> LedgerRead whose `events` are the stamped events, oldest first
         self.root = Path("<simulation>")
         self._paths: dict = {}
 
@@ -933,10 +944,10 @@ class SimStore:
         return path
 
     def read(self, phone: str, verify: bool = False) -> LedgerRead:
-        evs = self.events.get(phone)
-        if evs is None:
+        led = self.reads.get(phone)
+        if led is None:
             return LedgerRead(self.path(phone), (), None, 0, exists=False)
-        return LedgerRead(self.path(phone), evs, None, len(evs), lines=len(evs))
+        return led
 
     def read_after(self, phone, offset, last_len, last_hash, first, verify=False):
         return None
@@ -945,23 +956,22 @@ class SimStore:
         return True
 
     def phones(self) -> list:
-        return sorted(self.events)
+        return sorted(self.reads)
 
     def prepare(self) -> None:
         pass
 
-    @contextmanager
     def locked(self, phones, commit=None):
-        yield
+        return _UNLOCKED  # one process, one thread: nothing to lock
 
     def commit(self, fault=None) -> "NoCommit":
         return NoCommit()
 
     def append(self, phone: str, events, ledger: LedgerRead, fault=None, commit=None) -> None:
-        stored = self.events.get(phone)
-        if stored is None:
-            stored = self.events[phone] = []
-        stored.extend(events)
+        led = self.reads.get(phone)
+        if led is None:  # one read per ledger, its events the list appended to (no bytes: size 0)
+            led = self.reads[phone] = LedgerRead(self.path(phone), [], None, 0)
+        led.events.extend(events)
 
     def load_snapshot(self, phone):
         return None

@@ -141,6 +141,8 @@ class Service:
         """A member as of `now` (datetime or epoch). `full`: as of the ledger's last event when that is
         later (decisions: a repeated ref is still found; anything else is refused as out of order).
         `ledgers` collects what was read (phone -> LedgerRead, the part after a snapshot)."""
+        if self.live is not None:  # a simulation: its caller pauses the collector around the whole run
+            return self._member(phone, now, register, full, ledgers)
         with gc_paused():
             m = self._member(phone, now, register, full, ledgers)
         if self.keep_alive is not None:
@@ -172,11 +174,12 @@ class Service:
         led = self.store.read(phone)
         ledgers[phone] = led
         m = self.live.get(phone)
+        current = m is not None and m.count == len(led.events)  # holds every line of the ledger
         if full:
-            last = _last_at(led.events)
+            last = m.last_at if current else _last_at(led.events)
             if last is not None and last > t:
                 t = last
-        if (m is not None and m.count == len(led.events) and m.now is not None and t >= m.now
+        if (current and m.now is not None and t >= m.now
                 and rules.settled_state(m) and not rules.peers_of(m, t)):
             rules.advance_to(m, t)
             return m
@@ -293,8 +296,9 @@ class Service:
             self.store.append(phone, stamped, led, self.fault)
             if self.live is not None:
                 if m is not None and self.live.get(phone) is m and not led.torn:
+                    at_text = m.cal.iso(t)
                     for e in stamped:
-                        rules.extend(m, e)
+                        rules.extend(m, e, t if e["at"] == at_text else None)
                 else:
                     self.live.pop(phone, None)
 

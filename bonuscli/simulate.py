@@ -161,7 +161,7 @@ class World:
             if gid is None:
                 raise Refusal(1, "gift-not-found", f"gift {values['gift']} was never offered under this catalog").error()
             values["gift"] = gid
-        request = cmd.build(self.cat, values, today_of(self.cat, t))
+        request = cmd.build(self.cat, values, today_of(self.cat, t) if cmd.dated else None)
         view = self.svc.run(req.command, request, t)
         if req.command == "gift":
             self.gift_ids[req.args["gift"]] = view["gift_id"]

@@ -1,6 +1,7 @@
 """The layers of docs/architecture.md, enforced: imports go downward only (however hidden in a
-function), nothing but `__main__` imports the CLI, and below the CLI nothing prints, exits, reads
-argv or the environment, runs the CLI, or unpickles."""
+function), nothing but `__main__` imports the CLI, below the CLI nothing prints, exits (`os._exit`
+included), reads argv, stdin or the environment, runs the CLI, or unpickles, and nothing uses Click's
+private names."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ LAYERS = {
     "bonuscli.catalog": 2,
     "bonuscli.rules": 1,
     "bonuscli.ledger": 2,
+    "bonuscli.commands": 2,
     "bonuscli.service": 3,
     "bonuscli.batch": 4,
     "bonuscli.fleet": 4,
@@ -179,3 +181,91 @@ def test_below_the_cli_nothing_prints_exits_or_reads_argv(name):
 def test_the_cli_reads_no_argv_by_hand():
     text = (PKG / "cli.py").read_text(encoding="utf-8")
     assert '"--json" in args' not in text and '"--debug" in args' not in text and '"--explain" in args' not in text
+
+
+# ---------------------------------------------------------------- by the syntax tree (an alias or a
+# `from` import hides nothing)
+
+
+def _module_aliases(tree) -> dict:
+    """name bound in the file -> the module (or `module.name`) it stands for, from its imports."""
+    out = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                out[a.asname or a.name.partition(".")[0]] = a.name if a.asname else a.name.partition(".")[0]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            for a in node.names:
+                out[a.asname or a.name] = f"{node.module}.{a.name}"
+    return out
+
+
+def _dotted(node, aliases):
+    """`sys.stdin` -> "sys.stdin", `click.Option(...)._x` -> "click.Option()._x": the chain of
+    attributes from a name bound to an import (through calls and subscripts), or None."""
+    parts = []
+    while True:
+        if isinstance(node, ast.Attribute):
+            parts.append(node.attr)
+            node = node.value
+        elif isinstance(node, ast.Call):
+            parts.append("()")
+            node = node.func
+        elif isinstance(node, ast.Subscript):
+            parts.append("[]")
+            node = node.value
+        elif isinstance(node, ast.Name) and node.id in aliases:
+            return ".".join([aliases[node.id]] + parts[::-1]).replace(".()", "()").replace(".[]", "[]")
+        else:
+            return None
+
+
+def uses(path: Path) -> set:
+    """Every dotted name the file reaches from its imports: `os._exit`, `sys.stdin` (also when imported as
+    `from sys import stdin`, or read with getattr), `click.parser._OptionParser` ..., and every module
+    it imports."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    aliases = _module_aliases(tree)
+    out = set(aliases.values())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):  # `import click._compat` binds `click` only
+            out.update(a.name for a in node.names)
+        elif isinstance(node, ast.Attribute):
+            name = _dotted(node, aliases)
+            if name:
+                out.add(name)
+        elif (isinstance(node, ast.Call) and getattr(node.func, "id", "") in ("getattr", "hasattr", "setattr")
+              and len(node.args) >= 2 and isinstance(node.args[1], ast.Constant) and isinstance(node.args[1].value, str)):
+            base = _dotted(node.args[0], aliases)
+            if base:
+                out.add(f"{base}.{node.args[1].value}")
+    return out
+
+
+FORBIDDEN_NAMES_BELOW_CLI = {
+    "os._exit": "library code raises typed errors; only the CLI ends the process",
+    "sys.stdin": "the CLI opens stdin and passes the stream down",
+}
+
+
+@pytest.mark.parametrize("name", [m for m in modules() if m not in ("bonuscli.cli", "bonuscli.__main__")])
+def test_below_the_cli_nothing_ends_the_process_or_reads_stdin(name):
+    used = uses(modules()[name])
+    for word, why in FORBIDDEN_NAMES_BELOW_CLI.items():
+        hits = sorted(u for u in used if u == word or u.startswith((word + ".", word + "(", word + "[")))
+        assert not hits, f"{name} uses {hits}: {why}"
+
+
+def _private(dotted: str) -> bool:
+    """A name of the chain starts with `_` (dunders such as `__init__` are not private)."""
+    names = dotted.replace("()", ".").replace("[]", ".").split(".")
+    return any(n.startswith("_") and not (n.startswith("__") and n.endswith("__")) for n in names if n)
+
+
+@pytest.mark.parametrize("name", list(modules()))
+def test_nothing_uses_clicks_private_names(name):
+    """Click's `_`-names (`click.parser._OptionParser`, `click._compat`, ...) change without notice
+    between releases; the package uses its public API only."""
+    bad = sorted(u for u in uses(modules()[name]) if (u == "click" or u.startswith(("click.", "click(", "click[")))
+                 and _private(u))
+    assert not bad, f"{name} uses Click's private names: {bad}"

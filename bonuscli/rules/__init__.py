@@ -37,7 +37,6 @@ from bonuscli.rules.dates import (  # noqa: F401
 from bonuscli.rules.decide import (  # noqa: F401
     accept,
     adjust,
-    calc,
     earn,
     gift,
     gift_id_for,
@@ -59,7 +58,7 @@ from bonuscli.rules.member import (  # noqa: F401
 )
 from bonuscli.rules.replay import EVENT_TYPES, advance_to, extend, play, replay  # noqa: F401
 from bonuscli.rules.status import in_order, must_be_active, not_member, status  # noqa: F401
-from bonuscli.rules.views import balance, explain, forecast, next_expiry, summary  # noqa: F401
+from bonuscli.rules.views import balance, calc, explain, forecast, next_expiry, summary  # noqa: F401
 
 
 def from_iso(text):

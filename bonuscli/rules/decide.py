@@ -1,6 +1,6 @@
 """Decisions: what each command would write, decided on a replayed member.
 
-Owns: join, leave, earn, calc, redeem, gift, accept, refund, adjust, and the
+Owns: join, leave, earn, redeem, gift, accept, refund, adjust, and the
 seals (records of outcomes already decided elsewhere). Each returns a Decision
 (events to append per phone, in write order, and the view) or a Refusal; none
 writes, reads a file or the clock. `now` is an aware datetime or epoch
@@ -142,7 +142,6 @@ def leave(cat: Catalog, m: Member, now) -> Decision | Refusal:
         return already_left(m.phone)
     at = m.cal.iso(t)
     events = []
-    today = m.cal.day(t)
     for g in m.gifts_in.values():
         if g["status"] == "pending":
             events.append({"type": "gift_reject", "at": at, "gift_id": g["gift_id"], "from": g["from"],
@@ -151,7 +150,6 @@ def leave(cat: Catalog, m: Member, now) -> Decision | Refusal:
     held = m.held_out()
     events.append({"type": "leave", "at": at, "points": forfeited, "held_out": held})
     view = {"phone": m.phone, "status": "left", "forfeited": forfeited + held, "balance": 0, "left_at": at}
-    del today
     return Decision(((m.phone, tuple(events)),), view)
 
 
@@ -225,24 +223,6 @@ def earn(cat: Catalog, m: Member, now, amount: Decimal, category: str, ref=None,
         view["dry_run"] = True
     view["_steps"] = steps
     return Decision(() if dry_run else ((m.phone, (event,)),), view)
-
-
-def calc(cat: Catalog, amount: Decimal, category: str, months=None, since=None, on=None,
-         card_last_month=Decimal(0)) -> Decision | Refusal:
-    if category not in cat.categories and category not in cat.ineligible:
-        return Refusal(2, "unknown-category", f"unknown category '{category}' (earning: {', '.join(cat.categories)})")
-    if category in cat.ineligible:
-        return Refusal(1, "not-eligible", f"{category} does not earn points: {cat.ineligible[category]}",
-                       ({"rule": "ineligible", "detail": f"{category} is listed under earning.ineligible",
-                         "category": category},))
-    if months is None and since is None:
-        months = 0
-    coef, rpp, steps = rate(cat, category, since=since, on=on, months=months, card_last_month=card_last_month)
-    points = points_for(amount, coef, rpp)
-    steps.append(formula_step(amount, coef, rpp, points))
-    view = {"points": points, "coefficient": decimal_text(coef), "rub_per_point": rpp, "amount": money(amount),
-            "category": category, "_steps": steps}
-    return Decision((), view)
 
 
 # ---------------------------------------------------------------- redeem

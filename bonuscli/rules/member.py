@@ -226,6 +226,8 @@ def settled_state(m: Member) -> bool:
     referral waiting on another ledger. Only such a state may be saved as a snapshot."""
     if m.sched or m.join is None:
         return False
+    if not (m.gifts_out or m.gifts_in or m.referrals):  # what the rest answers for a member no gift or
+        return True                                     # referral ever touched, without the scans
     if any(g["status"] == "pending" or g["outcome"] in ("pending", "unknown") for g in m.gifts_out.values()):
         return False
     if any(g["status"] == "pending" for g in m.gifts_in.values()):

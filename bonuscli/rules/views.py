@@ -1,8 +1,8 @@
 """Views: what a replayed member looks like to a person or a script.
 
-Owns: balance, forecast, explain, and the per-member figures of `report`. Each
-returns plain data (the JSON documents of CLI.md). Pure. Imports model and the
-other rules modules.
+Owns: balance, forecast, explain, `calc` (a spending without a member), and
+the per-member figures of `report`. Each returns plain data (the JSON documents
+of CLI.md). Pure. Imports model and the other rules modules.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import datetime as dt
 from decimal import Decimal
 
 from bonuscli.model import Catalog, Decision, Refusal, decimal_text, money
-from bonuscli.rules.dates import date_of, formula_step, seconds, tenure_coefficient, whole_months, ym_text
+from bonuscli.rules.dates import date_of, formula_step, points_for, rate, seconds, tenure_coefficient, whole_months, ym_text
 from bonuscli.rules.member import EXP, LID, PTS, WHY, CRED, ORIG, Member
 from bonuscli.rules.status import not_member, status
 
@@ -209,3 +209,21 @@ def summary(m: Member, now) -> dict | None:
     lots = [(date_of(lot[EXP]), lot[PTS]) for lot in m.live_lots()]
     return {"phone": m.phone, "region": m.join["region"], "status": status(m, t), "available": m.available(),
             "held": m.held_out(), "debt": m.debt, "rows": rows, "lots": lots}
+
+
+def calc(cat: Catalog, amount: Decimal, category: str, months=None, since=None, on=None,
+         card_last_month=Decimal(0)) -> Decision | Refusal:
+    if category not in cat.categories and category not in cat.ineligible:
+        return Refusal(2, "unknown-category", f"unknown category '{category}' (earning: {', '.join(cat.categories)})")
+    if category in cat.ineligible:
+        return Refusal(1, "not-eligible", f"{category} does not earn points: {cat.ineligible[category]}",
+                       ({"rule": "ineligible", "detail": f"{category} is listed under earning.ineligible",
+                         "category": category},))
+    if months is None and since is None:
+        months = 0
+    coef, rpp, steps = rate(cat, category, since=since, on=on, months=months, card_last_month=card_last_month)
+    points = points_for(amount, coef, rpp)
+    steps.append(formula_step(amount, coef, rpp, points))
+    view = {"points": points, "coefficient": decimal_text(coef), "rub_per_point": rpp, "amount": money(amount),
+            "category": category, "_steps": steps}
+    return Decision((), view)
