@@ -141,16 +141,9 @@ class LedgerContext:
         self.ledgers[phone] = led
 
     @cached_property
-    def by_type(self) -> dict:
-        """type -> [(index, event)] of the ledger's events (one pass, for the checks of one type)."""
-        out: dict = {}
-        for x in enumerate(self.led.events):
-            t = x[1]["type"]
-            if t in out:
-                out[t].append(x)
-            else:
-                out[t] = [x]
-        return out
+    def types(self) -> set:
+        """The types of the ledger's events."""
+        return {e["type"] for e in self.led.events}
 
     @cached_property
     def member(self):
@@ -179,9 +172,9 @@ def _stage(name: str):
 
 def _events(ctx, *types):
     """(index, event) of the ledger's events of these types, in ledger order."""
-    if len(types) == 1:
-        return ctx.by_type.get(types[0], ())
-    return sorted(x for t in types for x in ctx.by_type.get(t, ()))
+    if ctx.types.isdisjoint(types):
+        return ()  # the common case for most of the checks of one type: one set lookup, no pass
+    return [(i, e) for i, e in enumerate(ctx.led.events) if e["type"] in types]
 
 
 # -- stage "read": what reading the file found

@@ -401,6 +401,19 @@ class explaining:
         return False
 
 
+def run_command(env, name: str, values: dict | None = None, /, dry_run: bool = False, explain: bool = False,
+                **given):
+    """A writing command as every entry point runs it: its request built from the values given
+    (`commands.COMMANDS[name].build`, parsed by requests.py), decided and written by `Service.run`."""
+    from bonuscli.commands import COMMANDS
+
+    cmd = COMMANDS[name]
+    values = dict(values or {}, **given)
+    request = cmd.build(env.catalog, values, today_of(env) if cmd.dated else None)
+    opts = {"explain": explain} if name == "earn" else {}
+    return env.service.run(name, request, env.now, dry_run=dry_run, **opts)
+
+
 def today_of(env):
     return env.now.date()  # `now` is in program time
 
@@ -641,9 +654,9 @@ def join_cmd(ctx, phone, region, method, email, birth_date, customer_since, refe
     """
     env = env_of(ctx)
     with explaining(explain):
-        req = rq.join(env.catalog, today_of(env), phone, region, method, email, birth_date, customer_since,
-                      referrer, services)
-        view = env.service.join(req, env.now)
+        view = run_command(env, "join", phone=phone, region=region, method=method, email=email,
+                           birth_date=birth_date, customer_since=customer_since, referrer=referrer,
+                           services=services)
     emit(env, view, human_join)
 
 
@@ -736,7 +749,7 @@ def leave_cmd(ctx, phone, yes):
     phone = rq.phone(phone)
     if not yes:
         raise model.BadInput("leaving forfeits every point and cannot be undone; add --yes to confirm", "confirm")
-    emit(env, env.service.leave(phone, env.now), lambda v: kv(v, ["phone", "status", "forfeited", "left_at"]))
+    emit(env, run_command(env, "leave", phone=phone), lambda v: kv(v, ["phone", "status", "forfeited", "left_at"]))
 
 
 @command("path")
@@ -801,8 +814,8 @@ def earn_cmd(ctx, phone, amount, category, ref, dry_run, explain, from_file, job
     if category is None:
         raise model.BadInput("earn needs --category (e.g. mobile, card, taxi)", "usage")
     with explaining(explain):
-        req = rq.earn(env.catalog, phone, amount, category, ref)
-        view = env.service.earn(req, env.now, dry_run=dry_run)
+        view = run_command(env, "earn", dict(phone=phone, amount=amount, category=category, ref=ref),
+                           dry_run=dry_run, explain=explain)
     if explain:
         view["steps"] = view.get("_steps") or []
     emit(env, view, with_steps(earn_human, explain))
@@ -921,7 +934,7 @@ def redeem_cmd(ctx, phone, code, via, price, points, explain):
     """
     env = env_of(ctx)
     with explaining(explain):
-        view = env.service.redeem(rq.redeem(env.catalog, phone, code, via, price, points), env.now)
+        view = run_command(env, "redeem", phone=phone, code=code, via=via, price=price, points=points)
     emit(env, view, human_redeem)
 
 
@@ -947,7 +960,7 @@ def gift_cmd(ctx, sender, recipient, points, explain):
     """
     env = env_of(ctx)
     with explaining(explain):
-        view = env.service.gift(rq.gift(env.catalog, sender, recipient, points), env.now)
+        view = run_command(env, "gift", {"from": sender, "to": recipient, "points": points})
     emit(env, view, lambda v: kv(v, ["gift_id", "from", "to", "points", "offered_at", "deadline", "balance"]))
 
 
@@ -975,7 +988,7 @@ def accept_cmd(ctx, phone, gift_id, reject):
     bonuscli accept 9167654321 gk3m9pq
     """
     env = env_of(ctx)
-    view = env.service.accept(rq.accept(phone, gift_id, reject), env.now)
+    view = run_command(env, "accept", phone=phone, gift=gift_id, reject=reject)
     emit(env, view, lambda v: kv(v, ["gift_id", "status", "points"] + (["expired"] if v.get("expired") else [])
                                  + ["balance"] + (["debt_repaid", "debt"] if v.get("debt_repaid") or v.get("debt") else [])))
 
@@ -1134,7 +1147,7 @@ def refund_cmd(ctx, phone, ref, amount, refund_ref, from_file, explain, jobs):
     if phone is None or ref is None:
         raise model.BadInput("refund needs PHONE and REF (or --from FILE)", "usage")
     with explaining(explain):
-        view = env.service.refund(rq.refund(env.catalog, phone, ref, amount, refund_ref), env.now)
+        view = run_command(env, "refund", phone=phone, ref=ref, amount=amount, refund_ref=refund_ref)
     if explain:
         view["steps"] = view.get("_steps", [])
     emit(env, view, with_steps(lambda v: kv(v, ["phone", "ref", "amount", "points", "points_taken", "debt",
@@ -1164,8 +1177,7 @@ def adjust_cmd(ctx, phone, points, reason, ref, expires_on, from_file, jobs):
                    {"PHONE": phone, "POINTS": points, "--reason": reason, "--ref": ref})
     if phone is None or points is None:
         raise model.BadInput("adjust needs PHONE and POINTS (or --from FILE)", "usage")
-    req = rq.adjust(env.catalog, phone, points, reason, ref, expires_on)
-    view = env.service.adjust(req, env.now)
+    view = run_command(env, "adjust", phone=phone, points=points, reason=reason, ref=ref, expires_on=expires_on)
     emit(env, view, lambda v: kv(v, ["phone", "points", "reason", "duplicate", "balance"]
                                  + (["debt_repaid", "debt"] if v.get("debt_repaid") or v.get("debt") else [])))
 

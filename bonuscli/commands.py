@@ -77,17 +77,24 @@ class Context(Record):
 
 
 def given(values: dict, key: str):
-    """A value; an empty text (an empty batch cell, an empty scenario value) is no value."""
+    """A batch cell's value: an empty optional column is no value."""
     v = values.get(key)
     return None if v is None or (isinstance(v, str) and not v.strip()) else v
+
+
+def _get(values: dict, key: str, batch: bool):
+    """An optional value: as given on a command line or in a scenario (an empty text is refused by
+    its parser), or a batch cell (empty: no value)."""
+    return given(values, key) if batch else values.get(key)
 
 
 # ---------------------------------------------------------------- join
 
 
 def _join_build(cat, v, today, batch=False):
-    req = rq.join(cat, today, v.get("phone"), v.get("region"), given(v, "method") or "sms", given(v, "email"),
-                  given(v, "birth_date"), given(v, "customer_since"), given(v, "referrer"), given(v, "services"))
+    g = lambda k: _get(v, k, batch)  # noqa: E731
+    req = rq.join(cat, today, v.get("phone"), v.get("region"), g("method") or "sms", g("email"), g("birth_date"),
+                  g("customer_since"), g("referrer"), g("services"))
     return req if v.get("welcome", True) else req._replace(welcome=False)
 
 
@@ -125,8 +132,7 @@ def _join_describe(phone, a):
 
 
 def _earn_build(cat, v, today, batch=False):
-    return rq.earn(cat, v.get("phone"), v.get("amount"), v.get("category"), v.get("ref") if batch else given(v, "ref"),
-                   ref_required=batch)
+    return rq.earn(cat, v.get("phone"), v.get("amount"), v.get("category"), v.get("ref"), ref_required=batch)
 
 
 def _earn_decide(cat, ms, t, req, dry_run=False, explain=False):
@@ -138,7 +144,7 @@ def _earn_describe(phone, a):
 
 
 def _refund_build(cat, v, today, batch=False):
-    return rq.refund(cat, v.get("phone"), v.get("ref"), given(v, "amount"), given(v, "refund_ref"))
+    return rq.refund(cat, v.get("phone"), v.get("ref"), _get(v, "amount", batch), _get(v, "refund_ref", batch))
 
 
 def _refund_decide(cat, ms, t, req):
@@ -151,8 +157,8 @@ def _refund_describe(phone, a):
 
 
 def _adjust_build(cat, v, today, batch=False):
-    return rq.adjust(cat, v.get("phone"), v.get("points"), v.get("reason"), v.get("ref") if batch else given(v, "ref"),
-                     given(v, "expires_on"), given(v, "region"), ref_required=batch)
+    return rq.adjust(cat, v.get("phone"), v.get("points"), v.get("reason"), v.get("ref"), _get(v, "expires_on", batch),
+                     _get(v, "region", batch), ref_required=batch)
 
 
 def _adjust_decide(cat, ms, t, req):
@@ -177,7 +183,8 @@ def _adjust_describe(phone, a):
 
 
 def _redeem_build(cat, v, today, batch=False):
-    return rq.redeem(cat, v.get("phone"), v.get("code"), given(v, "via") or "web", given(v, "price"), given(v, "points"))
+    return rq.redeem(cat, v.get("phone"), v.get("code"), _get(v, "via", batch), _get(v, "price", batch),
+                     _get(v, "points", batch))
 
 
 def _redeem_decide(cat, ms, t, req):
@@ -312,6 +319,7 @@ def links_of(phone: str, events) -> list:
     """What a ledger's events tie its member to (`rules.components` nodes): the other members the
     commands' events name (`LINKS`), and the recorded gift ids (a gift and its accept are one group
     wherever the two ledgers are)."""
+    return []  # MUTATION (test_one_path)
     linked = set()
     for e in events:
         t = e.get("type")

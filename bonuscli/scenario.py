@@ -19,31 +19,16 @@ from pathlib import Path
 from typing import Optional
 
 from bonuscli import render
+from bonuscli.commands import COMMANDS as REGISTRY
+from bonuscli.commands import Scenario as Spec
 from bonuscli.model import BadInput, BonusError, FilesError, Problem, normalize_phone, zone, Record
 from bonuscli.requests import when as rq_when
 
 
-class Spec(Record):
-    positional: tuple  # argument keys, in order
-    options: dict  # key -> --option
-    flags: dict  # key -> --flag (a boolean)
-    required: tuple
-    extra: tuple = ()  # arguments always added
-    phone_keys: tuple = ("phone",)  # keys normalised as phones for `members` look-ups
-    output: str = "json"  # json | lines (history)
-
-
-COMMANDS = {
-    "join": Spec(("phone",), {"region": "--region", "method": "--method", "email": "--email",
-                              "birth_date": "--birth-date", "customer_since": "--customer-since",
-                              "referrer": "--referrer", "services": "--services"}, {}, ("phone", "region")),
-    "earn": Spec(("phone", "amount"), {"category": "--category", "ref": "--ref"}, {"dry_run": "--dry-run"},
-                 ("phone", "amount", "category")),
-    "redeem": Spec(("phone", "code"), {"via": "--via", "price": "--price", "points": "--points"}, {},
-                   ("phone", "code")),
-    "gift": Spec(("from", "to", "points"), {}, {}, ("from", "to", "points"), phone_keys=("from", "to")),
-    "accept": Spec(("phone", "gift"), {}, {"reject": "--reject"}, ("phone", "gift")),
-    "leave": Spec(("phone",), {}, {}, ("phone",), extra=("--yes",)),
+# how a step spells each command: the writing commands as the registry declares them
+# (commands.COMMANDS), then the commands that only read
+COMMANDS = {name: cmd.scenario for name, cmd in REGISTRY.items()}
+COMMANDS.update({
     "balance": Spec(("phone",), {}, {}, ("phone",)),
     "forecast": Spec(("phone",), {"days": "--days", "until": "--until"}, {}, ("phone",)),
     "history": Spec(("phone",), {}, {}, ("phone",), output="lines"),
@@ -54,11 +39,7 @@ COMMANDS = {
                                 "max_price": "--max-price", "channel": "--channel"}, {}, (), phone_keys=()),
     "sms": Spec(("phone", "text"), {"region": "--region"}, {}, ("phone", "text")),
     "ussd": Spec(("phone", "code"), {"region": "--region"}, {}, ("phone", "code")),
-    # commands of later issues (each is usable only when this bonuscli has it)
-    "refund": Spec(("phone", "ref"), {"amount": "--amount", "refund_ref": "--ref"}, {}, ("phone", "ref")),
-    "adjust": Spec(("phone", "points"), {"reason": "--reason", "ref": "--ref", "expires_on": "--expires-on"}, {},
-                   ("phone", "points")),
-}
+})
 STEP_KEYS = ("at", "expect", "as", "note")
 TOP_KEYS = ("name", "description", "catalog", "catalog_overrides", "members", "steps")
 MEMBER_KEYS = ("region", "method", "customer_since", "email", "birth_date", "referrer", "services")
@@ -471,22 +452,10 @@ def execute(svc, command: str, v: dict, now):
 
     cat = svc.catalog
     g = v.get
-    if command == "join":
-        today = now.date()  # `now` is in program time
-        return svc.join(rq.join(cat, today, g("phone"), g("region"), g("method") or "sms", g("email"), g("birth_date"),
-                                g("customer_since"), g("referrer"), g("services")), now)
-    if command == "earn":
-        if g("category") is None:
-            raise BadInput("earn needs --category (e.g. mobile, card, taxi)", "usage")
-        return svc.earn(rq.earn(cat, g("phone"), g("amount"), g("category"), g("ref")), now, dry_run=bool(g("dry_run")))
-    if command == "redeem":
-        return svc.redeem(rq.redeem(cat, g("phone"), g("code"), g("via") or "web", g("price"), g("points")), now)
-    if command == "gift":
-        return svc.gift(rq.gift(cat, g("from"), g("to"), g("points")), now)
-    if command == "accept":
-        return svc.accept(rq.accept(g("phone"), g("gift"), bool(g("reject"))), now)
-    if command == "leave":
-        return svc.leave(rq.phone(g("phone")), now)
+    cmd = REGISTRY.get(command)
+    if cmd is not None:  # a writing command: built and run as every entry point runs it
+        request = cmd.build(cat, v, now.date() if cmd.dated else None)  # `now` is in program time
+        return svc.run(command, request, now, dry_run=bool(g("dry_run")))
     if command == "balance":
         return svc.balance(rq.phone(g("phone")), now)
     if command == "forecast":
@@ -515,10 +484,6 @@ def execute(svc, command: str, v: dict, now):
             error.doc = doc
             raise error
         return doc
-    if command == "refund":
-        return svc.refund(rq.refund(cat, g("phone"), g("ref"), g("amount"), g("refund_ref")), now)
-    if command == "adjust":
-        return svc.adjust(rq.adjust(cat, g("phone"), g("points"), g("reason"), g("ref"), g("expires_on")), now)
     raise BadInput(f"unknown command {command}", "usage")
 
 

@@ -296,39 +296,37 @@ class Service:
             self.store.append(phone, stamped, led, self.fault)
             if self.live is not None:
                 if m is not None and self.live.get(phone) is m and not led.torn:
-                    at_text = m.cal.iso(t)
                     for e in stamped:
-                        rules.extend(m, e, t if e["at"] == at_text else None)
+                        rules.extend(m, e)
                 else:
                     self.live.pop(phone, None)
 
     # ------------------------------------------------------------ the commands that write
 
-    def run(self, name: str, req, now, **opts):
+    def run(self, name: str, req, now, dry_run: bool = False, **opts):
         """THE way a request of a writing command is decided and written, wherever it comes from (the
-        CLI, a scenario step, an SMS, the Python API, diff's simulation): the members it involves
-        (`commands.COMMANDS[name].phones`) locked and read, its rules decide, the events stamped after
-        the members' seals and appended. The Decision's view; a refusal raised as its error."""
+        CLI, a batch row aside, a scenario step, an SMS, the Python API, diff's simulation): the members
+        it involves (`commands.COMMANDS[name].phones`) locked and read, its rules decide, the events
+        stamped after the members' seals and appended. The Decision's view; a refusal raised as its
+        error. `dry_run`: decided the same way on the members read without the lock; nothing written."""
         cmd = COMMANDS[name]
-        if name == "join":
+        if name == "join" and not dry_run:
             self.store.prepare()  # the first join creates the data directory
         else:
             self.require_data()
         phones = cmd.phones(req, lambda p: self.member(p, now))
         cat = self.catalog
+        if dry_run:
+            t = now if type(now) is int else rules.seconds(now)
+            members = {p: self.member(p, t, full=True) for p in dict.fromkeys(phones)}
+            return decided(cmd.decide(cat, members, t, req, dry_run=True, **opts)).view
         return self.transact(phones, now, lambda ms, t: cmd.decide(cat, ms, t, req, **opts))
 
     def join(self, req: rq.Join, now):
         return self.run("join", req, now)
 
     def earn(self, req: rq.Earn, now, dry_run: bool = False, explain: bool = True):
-        if dry_run:  # decided as `run` would, on the member read without the lock; nothing written
-            self.require_data()
-            t = now if type(now) is int else rules.seconds(now)
-            m = self.member(req.phone, t, full=True)
-            return decided(COMMANDS["earn"].decide(self.catalog, {req.phone: m}, t, req, dry_run=True,
-                                                   explain=explain)).view
-        return self.run("earn", req, now, explain=explain)
+        return self.run("earn", req, now, dry_run=dry_run, explain=explain)
 
     def redeem(self, req: rq.Redeem, now):
         return self.run("redeem", req, now)
@@ -452,17 +450,20 @@ class Service:
                 if region_text is None:
                     raise BadInput(f"{phone} is not a member: to join by {kind}, give --region CODE", "usage")
                 today = now.astimezone(cat.tz).date()
-                result = self.join(rq.join(cat, today, phone, region_text, act.args["method"]), now)
+                result = self.run("join", COMMANDS["join"].build(
+                    cat, {"phone": phone, "region": region_text, "method": act.args["method"]}, today), now)
             elif act.action == "balance":
                 result = self.balance(phone, now)
             elif act.action == "forecast":
                 result = self.forecast(phone, now)
             elif act.action == "leave":
-                result = self.leave(phone, now)
+                result = self.run("leave", COMMANDS["leave"].build(cat, {"phone": phone}, None), now)
             elif act.action == "gift":
-                result = self.gift(rq.gift(cat, phone, act.args["to"], act.args["points"]), now)
+                result = self.run("gift", COMMANDS["gift"].build(
+                    cat, {"from": phone, "to": act.args["to"], "points": act.args["points"]}, None), now)
             elif act.action == "redeem":
-                result = self.redeem(rq.redeem(cat, phone, act.args["code"], kind), now)
+                result = self.run("redeem", COMMANDS["redeem"].build(
+                    cat, {"phone": phone, "code": act.args["code"], "via": kind}, None), now)
             elif act.action == "not-member":
                 raise rules.not_member(phone).error()
             elif act.action == "already":
