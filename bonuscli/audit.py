@@ -202,8 +202,11 @@ def check_torn(ctx) -> list:
 @_stage("lines")
 def check_ids(ctx) -> list:
     """No two events with the same id (shown at the line of the first)."""
+    events = ctx.led.events
+    if len({e["id"] for e in events}) == len(events):
+        return []  # the common case, in one set comprehension
     out, seen = [], set()
-    for i, e in enumerate(ctx.led.events):
+    for i, e in enumerate(events):
         if e["id"] in seen:
             out.append(Found(line_of(ctx.led, e["id"]), f"duplicate event id {e['id']}", i))
         seen.add(e["id"])
@@ -228,12 +231,15 @@ def check_times(ctx) -> list:
     return out
 
 
+_REF_TYPES = frozenset(("earn", "refund", "adjust"))
+
+
 @_stage("lines")
 def check_refs(ctx) -> list:
     """No reference applied twice by events of one type (earn, refund, adjust)."""
     out, refs = [], {}
-    for i, e in _events(ctx, "earn", "refund", "adjust"):
-        if e.get("ref") is None:
+    for i, e in enumerate(ctx.led.events):
+        if e["type"] not in _REF_TYPES or e.get("ref") is None:
             continue
         key = (e["type"], e["ref"])
         if key in refs:
@@ -276,13 +282,14 @@ def check_gift_out(ctx) -> list:
     out, led = [], ctx.led
     for i, e in _events(ctx, "gift_out"):
         other = ctx.ledgers.get(e["to"])
-        inn = [x for x in (other.events if other else ()) if x["type"] == "gift_in" and x.get("gift_id") == e["gift_id"]]
-        status, _ = rules.gift_outcome(e["gift_id"], led.events, other.events if other else (), ctx.now, ctx.catalog)
+        theirs = other.events if other else ()
+        inn = [x for x in theirs if x["type"] == "gift_in" and x.get("gift_id") == e["gift_id"]]
+        status, _ = rules.gift_outcome(e["gift_id"], led.events, theirs, ctx.now, ctx.catalog)
         if inn:
             x = inn[0]
             if x["points"] != e["points"] or x["from"] != ctx.phone or x.get("lots") != e.get("lots"):
-                out.append(Found(line_of(led, e["id"]), f"gift {e['gift_id']} differs from its copy in {e['to']}'s ledger",
-                                 i))
+                out.append(Found(line_of(led, e["id"]),
+                                 f"gift {e['gift_id']} differs from its copy in {e['to']}'s ledger", i))
         elif status != "cancelled":
             settle = next((x for x in led.events if x["type"] == "gift_settle" and x["gift_id"] == e["gift_id"]), None)
             if settle is None or settle["outcome"] != "cancelled":
@@ -296,8 +303,10 @@ def check_gift_in(ctx) -> list:
     out = []
     for i, e in _events(ctx, "gift_in"):
         other = ctx.ledgers.get(e["from"])
-        if not any(x["type"] == "gift_out" and x.get("gift_id") == e["gift_id"] for x in (other.events if other else ())):
-            out.append(Found(line_of(ctx.led, e["id"]), f"gift {e['gift_id']} has no offer in {e['from']}'s ledger", i))
+        if not any(x["type"] == "gift_out" and x.get("gift_id") == e["gift_id"]
+                   for x in (other.events if other else ())):
+            out.append(Found(line_of(ctx.led, e["id"]), f"gift {e['gift_id']} has no offer in {e['from']}'s ledger",
+                             i))
     return out
 
 
@@ -362,15 +371,14 @@ def check_referral(ctx) -> list:
 def check_referred_join(ctx) -> list:
     """A join on a referral has the referral in the referrer's ledger."""
     out = []
-    for i, e in _events(ctx, "join"):
-        if not e.get("referral_id"):
+    for i, e in enumerate(ctx.led.events):  # every ledger has a join: no `_events`
+        if e["type"] != "join" or not e.get("referral_id"):
             continue
         other = ctx.ledgers.get(e.get("referrer") or "")
         if not any(x["type"] == "referral" and x.get("referral_id") == e["referral_id"]
                    for x in (other.events if other else ())):
-            out.append(Found(line_of(ctx.led, e["id"]),
-                             f"joined on referral {e['referral_id']}, which is missing from {e.get('referrer')}'s ledger",
-                             i))
+            out.append(Found(line_of(ctx.led, e["id"]), f"joined on referral {e['referral_id']}, which is missing "
+                                                        f"from {e.get('referrer')}'s ledger", i))
     return out
 
 

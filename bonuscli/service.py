@@ -286,13 +286,18 @@ class Service:
                 if attempt == 4:
                     raise
 
+    def lines(self, phone: str, m, count: int, events, t: int) -> list:
+        """THE stamping of a decision's events for one ledger, whoever decided them (a command, a batch
+        row, a simulation): the member's seals first (outcomes now final, recorded once), then the
+        events, as ledger lines numbered after `count`."""
+        return stamp(phone, count, (rules.seals(self.catalog, m, t) if m is not None else []) + list(events))
+
     def _write(self, result: Decision, members: dict, ledgers: dict, t: int) -> None:
         for phone, events in result.writes:
             m = members.get(phone)
             led = ledgers[phone]
-            evs = (rules.seals(self.catalog, m, t) if m is not None else []) + list(events)
             count = (m.count if m is not None else len(led.events)) + (1 if led.torn else 0)
-            stamped = stamp(phone, count, evs)
+            stamped = self.lines(phone, m, count, events, t)
             self.store.append(phone, stamped, led, self.fault)
             if self.live is not None:
                 if m is not None and self.live.get(phone) is m and not led.torn:
@@ -396,9 +401,7 @@ class Service:
             m = self.member(phone, first, full=True, ledgers=ledgers)
             led = ledgers[phone]
             count = m.count + (1 if led.torn else 0)
-            events = stamp(phone, count, rules.seals(self.catalog, m, m.now))
-            for e in events:
-                rules.extend(m, e)
+            events = []
             for t, req in rows:
                 if t > m.now:
                     if rules.peers_of(m, t):  # waits on another ledger: read it all again
@@ -423,7 +426,7 @@ class Service:
                     continue
                 at_text = m.cal.iso(t)
                 for _p, evs in result.writes:
-                    for e in stamp(phone, count + len(events), evs):
+                    for e in self.lines(phone, m, count + len(events), evs, t):
                         events.append(e)
                         rules.extend(m, e, t if e["at"] == at_text else None)
                 outcomes.append(("applied", result.view))
