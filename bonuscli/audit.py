@@ -81,12 +81,13 @@ def _check_member(svc, phone, now) -> list:
     return check_ledger(svc, phone, led, now, chain)
 
 
-def check_dir(svc, now, jobs=None) -> list:
-    """Problems of every ledger in the data directory, ledgers spread over `jobs` processes."""
+def check_dir(svc, now, jobs=None, engine=None) -> list:
+    """Problems of every ledger in the data directory, ledgers spread over `jobs` processes (or the
+    workers of `engine`)."""
     from bonuscli import fleet
 
     unreadable, problems = [], []
-    for found in fleet.map_members(svc, now, check_member, jobs):
+    for found in fleet.map_members(svc, now, check_member, jobs, engine=engine):
         for p in found:
             (unreadable if p.pop("unreadable", False) else problems).append(p)
     return unreadable + problems  # unreadable ledgers first, then each ledger's problems in phone order

@@ -21,7 +21,7 @@ from bonuscli import requests as rq
 from bonuscli import rules
 from bonuscli.commands import COMMANDS
 from bonuscli.model import BadInput, BonusError, FilesError, Refusal, iso, parse_when, Record
-from bonuscli.service import orphan_guard
+from bonuscli.workers import orphan_guard
 
 
 class Row(Record):

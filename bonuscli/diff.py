@@ -236,54 +236,74 @@ def impact_reference(old: Catalog, new: Catalog, ledgers: dict, now: dt.datetime
 # ---------------------------------------------------------------- impact of a data directory, in parallel
 
 PARALLEL_FROM = 400  # members: below this, one process reads and replays them all
-GROUP_MIN = 50  # members a worker's task holds at least (whole groups of linked members)
-_DIR: dict = {}  # what a forked worker of `impact_dir` inherits: the store, the catalogs, `now`
 
 
-def impact_dir(old: Catalog, new: Catalog, store, now: dt.datetime, jobs=None, warn=None) -> dict:
+def impact_dir(old: Catalog, new: Catalog, store, now: dt.datetime, jobs=None, warn=None, engine=None) -> dict:
     """`impact(old, new, read_ledgers(store, warn), now)` for a data directory, with the reading
-    spread over `jobs` processes too (default: the core count): the same document.
+    spread over the workers of `engine` too (workers.Local(jobs) by default, or a Dask cluster):
+    the same document.
 
-    Phase 1: each worker reads a slice of the ledgers and names, for each, the other members and the
-    recorded gift ids its events involve. The parent joins them into groups (union-find), so no
-    request of one group can touch another. Phase 2: each worker reads its groups' ledgers again and
-    replays their requests under both catalogs; the parent merges the parts: members by phone,
+    Phase 1: each chunk of ledgers is read where it runs, naming for each member what its events
+    tie it to (`commands.links_of`). Here they are joined into groups (`rules.components`), so no
+    request of one group can touch another. Phase 2: each chunk of whole groups is read again and
+    replayed under both catalogs where it runs; here the parts are merged: members by phone,
     outcome changes by their place in the global order of requests (simulate.merged's keys)."""
-    import os
+    from bonuscli import workers
 
     phones = store.phones()
-    jobs = jobs or os.cpu_count() or 1
-    if jobs <= 1 or len(phones) < PARALLEL_FROM or not _can_fork():
-        return impact(old, new, read_ledgers(store, warn), now, jobs=jobs)
-    size = max(GROUP_MIN, -(-len(phones) // (jobs * 8)))
-    slices = [phones[i:i + size] for i in range(0, len(phones), size)]
-    _DIR.update(store=store, old=old, new=new, now=now)
-    try:
-        with _pool(jobs) as pool:
-            links = {}
-            for part in pool.map(_links_part, slices):
-                for item in part:
-                    if isinstance(item, _Failed):
-                        item.throw()  # the first unreadable ledger, in phone order, as read_ledgers
-                    phone, linked, warning = item
-                    if warning and warn:
-                        warn(warning)
-                    links[phone] = linked
-            groups, cur = [], []
-            for group in rules.components(links, phones):
-                cur.extend(group)
-                if len(cur) >= size:
-                    groups.append(cur)
-                    cur = []
-            if cur:
-                groups.append(cur)
-            parts = list(pool.map(_impact_part, groups))
-    finally:
-        _DIR.clear()
-    for part in parts:
-        if isinstance(part, _Failed):
-            part.throw()
+    if engine is None:
+        engine = workers.Local(jobs if len(phones) >= PARALLEL_FROM else 1)
+        if engine.n_workers() <= 1 or not workers.can_fork():
+            return impact(old, new, read_ledgers(store, warn), now, jobs=jobs)
+    n = engine.n_workers()
+    source = str(store.root) if engine.portable else store
+    links = {}
+    for part in engine.map_chunks(links_part, workers.chunked(phones, n), source):
+        for item in part:
+            if isinstance(item, workers.Raised):
+                item.throw()  # the first unreadable ledger, in phone order, as read_ledgers
+            phone, linked, warning = item
+            if warning and warn:
+                warn(warning)
+            links[phone] = linked
+    size = max(workers.MIN_CHUNK, -(-len(phones) // (n * 8)))  # members a task holds at least: whole groups
+    groups, cur = [], []
+    for group in rules.components(links, phones):
+        cur.extend(group)
+        if len(cur) >= size:
+            groups.append(cur)
+            cur = []
+    if cur or not groups:
+        groups.append(cur)
+    parts = engine.map_chunks(impact_part, groups, old, new, source, now)
     return merge_impacts([d for d, _k, _u in parts], [k for _d, k, _u in parts], [u for _d, _k, u in parts])
+
+
+def _store(source):
+    """The store a chunk reads: the one given (this machine's workers inherit it), or the data
+    directory at a path (a Dask worker opens it)."""
+    if hasattr(source, "read"):
+        return source
+    from bonuscli.ledger import FileStore
+
+    return FileStore(Path(source))
+
+
+def links_part(source, phones) -> list:
+    """`read_links` over one chunk of the data directory (an unreadable ledger's error as data)."""
+    from bonuscli import workers
+
+    return read_links(_store(source), phones, workers.Raised)
+
+
+def impact_part(old: Catalog, new: Catalog, source, now: dt.datetime, phones) -> tuple:
+    """`group_impact` over a chunk of whole link-groups (members no request outside it can touch)."""
+    from bonuscli.service import gc_paused
+
+    store = _store(source)
+    with gc_paused():
+        ledgers = {p: [e for e in store.read(p).events if e.get("type") != "repair"] for p in phones}
+    return group_impact(old, new, ledgers, now)
 
 
 def merge_impacts(docs: list, keys: list, ukeys: list) -> dict:
@@ -323,40 +343,10 @@ def group_impact(old: Catalog, new: Catalog, ledgers: dict, now: dt.datetime) ->
     return doc, keys, ukeys
 
 
-class _Failed:
-    """An error of a worker, carried back as data (a BonusError would lose its kind on the way)."""
-
-    def __init__(self, e):
-        self.cls, self.message, self.kind = type(e), e.message, e.kind
-
-    def throw(self):
-        raise self.cls(self.message, self.kind)
-
-
-def _can_fork() -> bool:
-    import multiprocessing
-
-    return "fork" in multiprocessing.get_all_start_methods()
-
-
-def _pool(jobs):
-    import multiprocessing
-    import os
-    from concurrent.futures import ProcessPoolExecutor
-
-    from bonuscli.service import orphan_guard
-
-    return ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("fork"),
-                               initializer=orphan_guard, initargs=(os.getpid(),))
-
-
-def _links_part(phones) -> list:
-    return read_links(_DIR["store"], phones, _Failed)
-
-
 def read_links(store, phones, failed) -> list:
-    """For each phone: (phone, what its ledger ties it to (`commands.links_of`), torn-line warning or None). A
-    ledger that cannot be read ends the list with `failed(error)`, as read_ledgers would stop there."""
+    """For each phone: (phone, what its ledger ties it to (`commands.links_of`), torn-line warning or
+    None). A ledger that cannot be read ends the list with `failed(error)`, as read_ledgers would
+    stop there."""
     from bonuscli.ledger import torn_warning
 
     out = []
@@ -368,18 +358,6 @@ def read_links(store, phones, failed) -> list:
             break
         out.append((phone, commands.links_of(phone, led.events), torn_warning(led)))
     return out
-
-
-def _impact_part(phones):
-    from bonuscli.service import gc_paused
-
-    d = _DIR
-    try:
-        with gc_paused():
-            ledgers = {p: [e for e in d["store"].read(p).events if e.get("type") != "repair"] for p in phones}
-        return group_impact(d["old"], d["new"], ledgers, d["now"])
-    except FilesError as e:
-        return _Failed(e)
 
 
 def read_ledgers(store, warn=None) -> dict:

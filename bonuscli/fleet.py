@@ -1,16 +1,14 @@
 """Whole-directory jobs: map a per-member function of the service over every ledger
 (serially or over a process pool, `--jobs`) and reduce exactly; `report`.
 
-Owns: `map_members`, the report's reduction and its human rendering text.
-Returns values; never prints. Imports model, rules, service.
+Owns: `map_members` and the report (per member, per chunk, merged), on any engine
+of `workers`; the report's human rendering text. Returns values; never prints.
+Imports model, rules, workers.
 """
 
 from __future__ import annotations
 
-import os
-from concurrent.futures import ProcessPoolExecutor
-
-from bonuscli import rules
+from bonuscli import rules, workers
 from bonuscli.model import FilesError, iso
 
 SERIAL_BELOW = 400  # ledgers; a process pool costs more than it saves below this
@@ -24,38 +22,29 @@ def member_summary(svc, phone, now):
         return {"phone": phone, "error": e.message}
 
 
-_WORKER = {}
+def members_part(func, svc, now, phones) -> list:
+    """[func(svc, phone, now) for phone in phones]: one chunk of `map_members`, in any engine."""
+    svc = workers.service_of(svc)
+    return [func(svc, p, now) for p in phones]
 
 
-def _init(opener, now, func, parent):
-    from bonuscli.service import orphan_guard
-
-    orphan_guard(parent)
-    _WORKER.update(svc=opener.open(warn=lambda msg: None), now=now, func=func)
-
-
-def _work(phones):
-    w = _WORKER
-    return [w["func"](w["svc"], p, w["now"]) for p in phones]
+def engine_for(svc, jobs, n: int):
+    """This machine's engine for a job over `n` ledgers: serial below SERIAL_BELOW (a process pool
+    costs more than it saves) or without a way to open the service in a worker."""
+    return workers.Local(jobs if n >= SERIAL_BELOW and getattr(svc, "opener", None) is not None else 1)
 
 
-def map_members(svc, now, func=None, jobs=None, phones=None) -> list:
-    """`func(svc, phone, now)` for every ledger of the data directory (or `phones`), in phone order.
+def map_members(svc, now, func=None, jobs=None, phones=None, engine=None) -> list:
+    """`func(svc, phone, now)` for every ledger of the data directory (or `phones`), in phone order,
+    on `engine` (workers.Local(jobs) by default, or a dask_engine.Cluster).
 
     `func` must be a module-level function returning plain data; by default the report summary."""
     func = func or member_summary
     phones = svc.store.phones() if phones is None else list(phones)
-    jobs = jobs or os.cpu_count() or 1
-    if jobs <= 1 or len(phones) < SERIAL_BELOW or getattr(svc, "opener", None) is None:
-        return [func(svc, p, now) for p in phones]
-    size = max(50, len(phones) // (jobs * 8))
-    chunks = [phones[i:i + size] for i in range(0, len(phones), size)]
-    out = []
-    with ProcessPoolExecutor(max_workers=jobs, initializer=_init,
-                             initargs=(svc.opener, now, func, os.getpid())) as pool:
-        for part in pool.map(_work, chunks):
-            out.extend(part)
-    return out
+    engine = engine or engine_for(svc, jobs, len(phones))
+    source = svc.opener if engine.portable else svc
+    chunks = workers.chunked(phones, engine.n_workers())
+    return [r for part in engine.map_chunks(members_part, chunks, func, source, now) for r in part]
 
 
 def _month_keys(first: str, last: str) -> list:
@@ -123,16 +112,71 @@ def reduce(summaries, now_month: str, region=None, from_date=None, until_date=No
             "months": [months[k] for k in sorted(months)]}
 
 
-def report(svc, now, region=None, from_date=None, until_date=None, jobs=None, summaries=None) -> dict:
+def report(svc, now, region=None, from_date=None, until_date=None, jobs=None, engine=None) -> dict:
     """Program-wide figures as of `now` (CLI.md `report`): members by status, outstanding, held, debt,
-    expiring by month through the last month in which an available point expires, and the months."""
+    expiring by month through the last month in which an available point expires, and the months.
+
+    Each chunk of members is summarised and reduced where it runs (`report_part`, on `engine`), and
+    the partial reports are added up here (`merge_reports`): integers only, so the same figures
+    whatever the engine and the chunks."""
+    phones = svc.store.phones()
+    engine = engine or engine_for(svc, jobs, len(phones))
+    source = svc.opener if engine.portable else svc
+    parts = engine.map_chunks(report_part, workers.chunked(phones, engine.n_workers()), source, now, region,
+                              from_date, until_date)
+    problems = [p for _, probs in parts for p in probs]
+    if problems:
+        raise FilesError(f"{problems[0]}" + (f" (and {len(problems) - 1} more ledgers)" if len(problems) > 1 else ""),
+                         "ledger-corrupt")
+    if not parts:  # an empty directory: the figures of no members
+        return _report(svc, now, region, from_date, until_date, [])
+    out = parts[0][0]
+    for doc, _ in parts[1:]:
+        out = merge_reports(out, doc)
+    out["regions"] = dict(sorted(out["regions"].items()))
+    return out
+
+
+def report_part(svc, now, region, from_date, until_date, phones) -> tuple:
+    """The report of one chunk of members, where it runs: (partial report, []) or, when ledgers of
+    the chunk cannot be read, (None, their errors)."""
+    svc = workers.service_of(svc)
+    summaries = [member_summary(svc, p, now) for p in phones]
+    try:
+        return _report(svc, now, region, from_date, until_date, summaries), []
+    except FilesError:
+        return None, [s["error"] for s in summaries if s is not None and "error" in s]
+
+
+def _report(svc, now, region, from_date, until_date, summaries) -> dict:
     cal = rules.calendar_of(svc.catalog)
     t = rules.seconds(now)
-    now_month = cal.iso(t)[:7]
-    if summaries is None:
-        summaries = map_members(svc, now, member_summary, jobs)
-    doc = reduce(summaries, now_month, region, from_date, until_date)
+    doc = reduce(summaries, cal.iso(t)[:7], region, from_date, until_date)
     return dict({"as_of": cal.iso(t), "region": region}, **doc)
+
+
+def merge_reports(a, b):
+    """Add up two partial reports: numbers add, dicts merge by key, lists of {month: ...} merge
+    by month (kept sorted), anything else (as_of, region) must agree."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        if a != b:
+            raise ValueError(f"cannot merge {a!r} and {b!r}")
+        return a
+    if isinstance(a, int) and isinstance(b, int):
+        return a + b
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = dict(a)
+        for k, v in b.items():
+            out[k] = merge_reports(out[k], v) if k in out else v
+        return out
+    if isinstance(a, list) and isinstance(b, list) and all(isinstance(x, dict) and "month" in x for x in a + b):
+        by = {x["month"]: x for x in a}
+        for x in b:
+            by[x["month"]] = merge_reports(by[x["month"]], x) if x["month"] in by else x
+        return [by[k] for k in sorted(by)]
+    if a != b:
+        raise ValueError(f"cannot merge {a!r} and {b!r}")
+    return a
 
 
 def reconciliation(doc: dict) -> dict:
@@ -161,4 +205,4 @@ def human(v, bars=None) -> str:
     return text
 
 
-__all__ = ["map_members", "member_summary", "report", "reduce", "reconciliation", "human", "iso"]
+__all__ = ["map_members", "member_summary", "report", "reduce", "merge_reports", "reconciliation", "human", "iso"]

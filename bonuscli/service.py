@@ -50,23 +50,6 @@ def stamp(phone: str, count: int, events) -> list:
     return out
 
 
-def orphan_guard(parent: int, every: float = 0.5) -> None:
-    """In a worker process: exit as soon as the parent that started it is gone (killed), so no
-    worker is left running, or waiting forever for work that will never come."""
-    import threading
-    import time
-
-    def watch():
-        while True:
-            time.sleep(every)
-            if os.getppid() != parent:
-                import signal
-
-                os.kill(os.getpid(), signal.SIGKILL)  # at once: no cleanup may run for a parent that is gone
-
-    threading.Thread(target=watch, name="bonuscli-orphan-guard", daemon=True).start()
-
-
 class gc_paused:
     """The cyclic garbage collector off while a ledger is read and replayed: a replay allocates
     hundreds of thousands of small lists and dicts that all stay alive, and each collection would

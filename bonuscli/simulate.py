@@ -239,36 +239,27 @@ def compare_group(old: Catalog, new: Catalog, requests, indices, phones, ledgers
     return figures, changed
 
 
-_JOB: dict = {}  # what a forked worker of `compare` inherits: catalogs, ledgers, requests, groups
-
-
-def _compare_groups(bounds) -> tuple:
+def _compare_groups(old, new, ledgers, requests, now, groups, bounds) -> tuple:
+    """`compare_group` for groups[bounds[0]:bounds[1]], in one process: (figures, changes)."""
     from bonuscli.service import gc_paused
 
-    j = _JOB
     figures, changed = {}, []
     with gc_paused():
-        for indices, phones in j["groups"][bounds[0]:bounds[1]]:
-            f, c = compare_group(j["old"], j["new"], j["requests"], indices, phones, j["ledgers"], j["now"])
+        for indices, phones in groups[bounds[0]:bounds[1]]:
+            f, c = compare_group(old, new, requests, indices, phones, ledgers, now)
             figures.update(f)
             changed.extend(c)
     return figures, changed
 
 
-def _worker_init(parent):
-    from bonuscli.service import orphan_guard
-
-    orphan_guard(parent)
-
-
 def compare(old: Catalog, new: Catalog, ledgers: dict, requests, now, jobs=None) -> tuple:
     """Replay `requests` (requests_of's, in its order) dated up to `now` under both catalogs, group
-    by group (`components`), on `jobs` processes (default: the core count). The same answer as two
-    worlds of everyone, whatever `jobs`: ({phone: ((available, earned, spent, debt) old, ... new)}
-    for every phone of `ledgers`, [(index, (ok, kind, message, points_spent) old, ... new)] of the
-    requests decided differently, by index)."""
-    import os
-
+    by group (`components`), on `jobs` processes (default: the core count; workers.Local, which
+    forks them: they inherit everything they read, only the answers travel back). The same answer
+    as two worlds of everyone, whatever `jobs`: ({phone: ((available, earned, spent, debt) old, ...
+    new)} for every phone of `ledgers`, [(index, (ok, kind, message, points_spent) old, ... new)] of
+    the requests decided differently, by index)."""
+    from bonuscli import workers
     from bonuscli.service import gc_paused
 
     upto = 0
@@ -276,19 +267,11 @@ def compare(old: Catalog, new: Catalog, ledgers: dict, requests, now, jobs=None)
         if r.at > now:
             break
         upto += 1
-    jobs = jobs or os.cpu_count() or 1
     with gc_paused():
         groups = [(idx, ph) for ph, idx in components(requests[:upto], sorted(ledgers))]
-        import multiprocessing
-
-        if jobs <= 1 or upto < SERIAL_BELOW or len(groups) < 2 or "fork" not in multiprocessing.get_all_start_methods():
-            _JOB.update(old=old, new=new, ledgers=ledgers, requests=requests, now=now, groups=groups)
-            try:
-                parts = [_compare_groups((0, len(groups)))]
-            finally:
-                _JOB.clear()
-        else:
-            parts = _pooled(old, new, ledgers, requests, now, groups, jobs, upto)
+    engine = workers.Local(jobs if upto >= SERIAL_BELOW and len(groups) >= 2 else 1)
+    parts = engine.map_chunks(_compare_groups, _bounds(groups, engine.n_workers(), upto), old, new, ledgers,
+                              requests, now, groups)
     figures, changed = {}, []
     for f, c in parts:
         figures.update(f)
@@ -297,13 +280,10 @@ def compare(old: Catalog, new: Catalog, ledgers: dict, requests, now, jobs=None)
     return figures, changed
 
 
-def _pooled(old, new, ledgers, requests, now, groups, jobs, total) -> list:
-    """The groups in chunks of about total / (8 jobs) requests over forked workers, which inherit
-    everything they read (only the answers travel back)."""
-    import multiprocessing
-    import os
-    from concurrent.futures import ProcessPoolExecutor
-
+def _bounds(groups, jobs: int, total: int) -> list:
+    """The groups in slices of about total / (8 jobs) requests (one slice when serial)."""
+    if jobs <= 1:
+        return [(0, len(groups))]
     size = max(200, total // (jobs * 8))
     bounds, start, n = [], 0, 0
     for k, (idx, ph) in enumerate(groups):
@@ -313,10 +293,4 @@ def _pooled(old, new, ledgers, requests, now, groups, jobs, total) -> list:
             start, n = k + 1, 0
     if start < len(groups):
         bounds.append((start, len(groups)))
-    _JOB.update(old=old, new=new, ledgers=ledgers, requests=requests, now=now, groups=groups)
-    try:
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("fork"),
-                                 initializer=_worker_init, initargs=(os.getpid(),)) as pool:
-            return list(pool.map(_compare_groups, bounds))
-    finally:
-        _JOB.clear()
+    return bounds

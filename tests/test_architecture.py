@@ -21,6 +21,7 @@ LAYERS = {
     "bonuscli.render": 1,
     "bonuscli.channels": 1,
     "bonuscli.requests": 1,
+    "bonuscli.workers": 1,
     "bonuscli.catalog": 2,
     "bonuscli.rules": 1,
     "bonuscli.ledger": 2,

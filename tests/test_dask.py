@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from bonuscli import audit, dask_engine, diff, fleet, rules, scenario
+from bonuscli import audit, dask_engine, diff, fleet, rules, scenario, workers
 from bonuscli.ledger import FileStore
 from bonuscli.model import BadInput, FilesError, Refused, parse_date, parse_when
 from conftest import ROOT, Run
@@ -119,7 +119,7 @@ def new_catalog(tmp_path) -> Path:
 
 
 def test_report_small_directory_identical_and_right(small, cluster, monkeypatch):
-    monkeypatch.setattr(dask_engine, "MIN_CHUNK", 1)  # six tasks of one member each
+    monkeypatch.setattr(workers, "MIN_CHUNK", 1)  # six tasks of one member each
     env = env_of(small)
     local = fleet.report(env.svc, env.now, jobs=1)
     got = dask_engine.report(env.svc, env.now, cluster=cluster)
@@ -135,7 +135,7 @@ def test_report_small_directory_identical_and_right(small, cluster, monkeypatch)
 @pytest.mark.parametrize("region,since,until", [("RU-MOW", None, None), ("RU-SPE", "2025-02-01", "2025-02-28"),
                                                 (None, "2025-03-01", None)])
 def test_report_small_directory_filters_identical(small, cluster, monkeypatch, region, since, until):
-    monkeypatch.setattr(dask_engine, "MIN_CHUNK", 2)
+    monkeypatch.setattr(workers, "MIN_CHUNK", 2)
     env = env_of(small)
     f = parse_date(since, "--from") if since else None
     u = parse_date(until, "--until") if until else None
@@ -154,7 +154,7 @@ def test_report_generated_directory_identical(generated, cluster):
     env = env_of(generated, at="2025-12-31T23:00")
     phones = env.store.phones()
     assert len(phones) == 300
-    assert len(dask_engine.chunked(phones, cluster.n_workers())) == 6  # several tasks on each worker
+    assert len(workers.chunked(phones, cluster.n_workers())) == 6  # several tasks on each worker
     local = fleet.report(env.svc, env.now, jobs=1)
     assert local["members"]["total"] == 300 and local["outstanding"] > 0
     assert dask_engine.report(env.svc, env.now, cluster=cluster) == local
@@ -164,7 +164,7 @@ def test_report_generated_directory_identical(generated, cluster):
 def test_report_corrupt_ledgers_same_error(tmp_path, small, cluster, monkeypatch):
     import shutil
 
-    monkeypatch.setattr(dask_engine, "MIN_CHUNK", 1)
+    monkeypatch.setattr(workers, "MIN_CHUNK", 1)
     data = tmp_path / "data"
     shutil.copytree(small, data)
     for p in (B, E):  # a line that is not JSON in the middle of two ledgers
@@ -192,12 +192,12 @@ def test_merge_reports_adds_exactly():
          "months": [{"month": "2025-02", "earned": 3}], "regions": {"RU-MOW": 1}}
     b = {"as_of": "x", "members": {"left": 2, "total": 2}, "outstanding": 7,
          "months": [{"month": "2025-01", "earned": 1}, {"month": "2025-02", "earned": 4}], "regions": {"RU-SPE": 2}}
-    assert dask_engine.merge_reports(a, b) == {
+    assert fleet.merge_reports(a, b) == {
         "as_of": "x", "members": {"active": 1, "total": 3, "left": 2}, "outstanding": 12,
         "months": [{"month": "2025-01", "earned": 1}, {"month": "2025-02", "earned": 7}],
         "regions": {"RU-MOW": 1, "RU-SPE": 2}}
     with pytest.raises(ValueError):
-        dask_engine.merge_reports({"as_of": "x"}, {"as_of": "y"})
+        fleet.merge_reports({"as_of": "x"}, {"as_of": "y"})
 
 
 # ---------------------------------------------------------------- check --ledgers
@@ -215,7 +215,7 @@ def test_check_tampered_directory_identical(tmp_path, small, cluster, monkeypatc
     next line, and A's check (in another task) must read B's ledger to see the copies differ."""
     import shutil
 
-    monkeypatch.setattr(dask_engine, "MIN_CHUNK", 1)
+    monkeypatch.setattr(workers, "MIN_CHUNK", 1)
     data = tmp_path / "data"
     shutil.copytree(small, data)
     path = data / "ledgers" / f"{B}.jsonl"
@@ -254,7 +254,7 @@ def test_diff_impact_identical(generated, small, cluster, tmp_path, monkeypatch)
     # the generated directory in ~6 groups; the small one in one task per component: {A, B} (gifts),
     # {C, D} (a referral), {E}, {F}
     for data, now, chunk in ((generated, "2025-05-31T23:00+03:00", 50), (small, "2025-04-10T12:00+03:00", 1)):
-        monkeypatch.setattr(dask_engine, "MIN_CHUNK", chunk)
+        monkeypatch.setattr(workers, "MIN_CHUNK", chunk)
         now = parse_date_time(now)
         local = diff.impact(old, new, diff.read_ledgers(FileStore(data)), now)
         got = dask_engine.impact(old, new, data, now, cluster=cluster, warn=lambda m: None)
@@ -342,11 +342,11 @@ def _square_all(k, chunk):
 
 def test_chunked():
     items = list(range(1000))
-    parts = dask_engine.chunked(items, 2)
+    parts = workers.chunked(items, 2)
     assert [x for p in parts for x in p] == items
     assert len(parts) == 16 and all(len(p) <= 63 for p in parts)
-    assert dask_engine.chunked(list(range(120)), 2) == [list(range(50)), list(range(50, 100)), list(range(100, 120))]
-    assert dask_engine.chunked([], 2) == []
+    assert workers.chunked(list(range(120)), 2) == [list(range(50)), list(range(50, 100)), list(range(100, 120))]
+    assert workers.chunked([], 2) == []
 
 
 def test_unreachable_scheduler_is_exit_3(monkeypatch):

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from bonuscli import diff, service, simulate
+from bonuscli import diff, service, simulate, workers
 from bonuscli import requests as rq
 from bonuscli.ledger import FileStore
 from bonuscli.model import BonusError
@@ -217,7 +217,7 @@ def test_generated_directory(tmp_path, catalogs, monkeypatch):
             assert same(diff.impact(old, catalogs[name], ledgers, now, jobs=jobs), ref), (name, jobs)
     # the data-directory path (`diff --ledgers`): ledgers read and replayed by groups in worker processes
     monkeypatch.setattr(diff, "PARALLEL_FROM", 2)
-    monkeypatch.setattr(diff, "GROUP_MIN", 1)  # a task per group of linked members: links must hold
+    monkeypatch.setattr(workers, "MIN_CHUNK", 1)  # a task per group of linked members: links must hold
     warned = []
     for name in ("mobile-4", "dearer-minutes"):
         ref = diff.impact_reference(old, catalogs[name], ledgers, now)

@@ -67,7 +67,7 @@ commands with `--catalog NEW` into a fresh data directory: per member `available
 the `*_old` figures equal (a)'s. Each earn of that replay must match the oracle under NEW, and
 `earned_new` must be the oracle's earn points plus the other credits of the replay. The parallel
 paths are forced on these small directories by patching module constants in-process:
-`diff.PARALLEL_FROM`/`diff.GROUP_MIN` (each group of linked members is its own task, so a grouping
+`diff.PARALLEL_FROM`/`workers.MIN_CHUNK` (each group of linked members is its own task, so a grouping
 that ignored gift and referral links would split a gift from its accept and fail) and
 `simulate.SERIAL_BELOW` (the request-grouped pool). One history is also diffed by a real `python -m
 bonuscli diff --jobs 2` process, and one with `--engine dask`: the same document.
@@ -1104,9 +1104,11 @@ def impact(old, new, data, at, jobs, mp=None, parallel=False, grouped=False) -> 
     small directory (each linked group its own task), `grouped` the request-grouped pool."""
     from bonuscli import diff as diff_mod
     from bonuscli import simulate as sim_mod
+    from bonuscli import workers as workers_mod
 
     if mp is not None:
-        for mod, name, value, on in ((diff_mod, "PARALLEL_FROM", 2, parallel), (diff_mod, "GROUP_MIN", 1, parallel),
+        for mod, name, value, on in ((diff_mod, "PARALLEL_FROM", 2, parallel),
+                                     (workers_mod, "MIN_CHUNK", 1, parallel),
                                      (sim_mod, "SERIAL_BELOW", 0, grouped)):
             if on:
                 assert hasattr(mod, name), f"{mod.__name__}.{name} is gone: update this test's forcing"
