@@ -249,3 +249,44 @@ def test_a_read_far_ahead_does_not_leak_into_answers_before_it(run, tmp_path, mo
     assert svc.stats["resumed"] == 1
     assert got == answer(open_svc(data, snapshots=False), "2026-04-01")
     assert got["available"] > 100
+
+
+# ---------------------------------------------------------------- a decision verifies what follows its snapshot
+
+
+def test_a_write_verifies_the_lines_after_a_verified_snapshot(run, tmp_path, monkeypatch):
+    """A decision resumes from a snapshot only when the snapshot's own lines were verified, and it
+    verifies every line after it before it writes: a line after the snapshot edited by hand (its
+    points raised, the next line's `prev` no longer matching) makes the write exit 3 with
+    `ledger-tampered`, the file untouched. (Reading the tail without verifying it passed every
+    other test.)"""
+    monkeypatch.setattr(service, "SNAPSHOT_MIN", 5)
+    data = tmp_path / "d"
+    path = long_member(run, data)
+    run.ok("earn", A, "100", "--category", "mobile", "--ref", "s0", "--at", "2026-03-01T10:00", "--data-dir", data)
+    snap = data / "cache" / "members" / f"{A}.json"
+    doc = json.loads(snap.read_text())
+    assert doc["verified"] is True, "a decision's replay saves a verified snapshot"
+    covered = doc["lines"]
+    for i, day in enumerate(("02", "03"), start=1):
+        run.ok("earn", A, "100", "--category", "mobile", "--ref", f"s{i}", "--at", f"2026-03-{day}T10:00",
+               "--data-dir", data)
+    svc = open_svc(data)
+    svc.member(A, when("2026-03-03T12:00"), full=True)
+    assert svc.stats["resumed"] == 1, "the verified snapshot is used by a decision"
+    lines = path.read_bytes().split(b"\n")
+    assert len(lines) - 1 > covered + 1, "two lines follow the snapshot"
+    victim = covered  # 0-based: the first line after the snapshot
+    edited = re.sub(rb'"points":(\d+)', lambda m: b'"points":' + str(int(m.group(1)) + 500).encode(), lines[victim],
+                    count=1)
+    assert edited != lines[victim]
+    lines[victim] = edited
+    path.write_bytes(b"\n".join(lines))
+    before = path.read_bytes()
+    r = run("earn", A, "100", "--category", "mobile", "--ref", "s9", "--at", "2026-03-04T10:00", "--data-dir", data,
+            "--json")
+    assert r.exit_code == 3, r.stdout
+    err = json.loads(r.stderr)["error"]  # a JSON error goes to stderr
+    assert err["kind"] == "ledger-tampered", err
+    assert f":{victim + 2}:" in err["message"] or f":{victim + 1}:" in err["message"], err["message"]
+    assert path.read_bytes() == before
