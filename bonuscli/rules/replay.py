@@ -33,6 +33,12 @@ from bonuscli.rules.member import (
 )
 
 
+# The hot path (`_earns`): runs of plain earns applied with the state in local variables, inside
+# `play` and `extend`, never beside them. Off, every answer is the same (tests/test_replay_hot_path.py
+# holds both ways equal over random histories); only slower.
+HOT_PATH = True
+
+
 def advance(m: Member, to: int) -> None:
     """Apply what is scheduled up to `to` (each after the expiries before it), then expire up to `to`."""
     sched = m.sched
@@ -365,7 +371,7 @@ def play(m: Member, events, now: int, peers=None) -> Member:
     while i < n:
         e = own[i]
         t = e["type"]
-        if t == "earn" and not m.sched and not m.keep and not m.debt:
+        if t == "earn" and HOT_PATH and not m.sched and not m.keep and not m.debt:
             j = _earns(m, own, i)
             if j > i:
                 i = j
@@ -459,7 +465,7 @@ def extend(m: Member, event: dict, at: int | None = None) -> None:
     if at is None:
         at = instant(event["at"])
     own = m.own
-    if event["type"] == "earn" and not m.sched and not m.keep and not m.debt:
+    if event["type"] == "earn" and HOT_PATH and not m.sched and not m.keep and not m.debt:
         own.append(event)
         if _earns(m, own, len(own) - 1) < len(own):  # not a plain earn after all: nothing was applied
             own.pop()
