@@ -445,6 +445,47 @@ complete_channel = _completer(lambda env: env.catalog.channels)
 complete_method = _completer(lambda env: env.catalog.methods)
 
 
+def registry_params(name: str):
+    """The Click parameters of a writing command, made from its declaration in the registry
+    (`commands.COMMANDS[name].cli`), in `--help` order."""
+    from bonuscli.commands import COMMANDS
+
+    def complete(kind):
+        return {"phone": complete_phone, "region": complete_region, "method": complete_method,
+                "category": complete_category, "reward": complete_reward, "channel": complete_channel,
+                "gift": lambda ctx, param, incomplete: _complete_gift(ctx, param, incomplete)}.get(kind)
+
+    def decorate(f):
+        for p in reversed(COMMANDS[name].cli):
+            name_ = p.name or p.key
+            if not p.option:
+                f = click.argument(name_, required=p.required, metavar=p.metavar,
+                                   shell_complete=complete(p.complete))(f)
+            elif p.flag:
+                f = click.option(p.option, name_, is_flag=True, help=p.help)(f)
+            else:
+                f = click.option(p.option, name_, required=p.required, default=p.default,
+                                 show_default=p.default is not None, help=p.help,
+                                 shell_complete=complete(p.complete))(f)
+        return f
+
+    return decorate
+
+
+def registry_values(name: str, given: dict) -> dict:
+    """The values of a writing command from its Click parameters (by the registry's keys)."""
+    from bonuscli.commands import COMMANDS
+
+    return {p.key: given[p.name or p.key] for p in COMMANDS[name].cli}
+
+
+def registry_labels(name: str, values: dict) -> dict:
+    """The same values by what the command line calls them (PHONE, --category): for messages."""
+    from bonuscli.commands import COMMANDS
+
+    return {(p.option or p.metavar or p.key.upper()): values[p.key] for p in COMMANDS[name].cli}
+
+
 # ---------------------------------------------------------------- catalog and check
 
 
@@ -634,19 +675,9 @@ def run_scenarios(env, files, engine, scheduler) -> int:
 
 @command("join")
 @click.option("--explain", is_flag=True, help="On a refusal, show the rule and the numbers that refused it.")
-@click.argument("phone", shell_complete=complete_phone)
-@click.option("--region", required=True, help="Home region code (ISO 3166-2:RU, e.g. RU-MOW).",
-              shell_complete=complete_region)
-@click.option("--method", default="sms", show_default=True,
-              help="How the subscriber joins (sms, ussd, app, call, store, web, card, wallet).",
-              shell_complete=complete_method)
-@click.option("--email", help="E-mail (web form; with --birth-date gives the profile bonus).")
-@click.option("--birth-date", help="Birth date YYYY-MM-DD (web form).")
-@click.option("--customer-since", help="Date the subscriber became a customer (default: today).")
-@click.option("--referrer", help="Phone of the member who invited this one.", shell_complete=complete_phone)
-@click.option("--services", default=None, help="Comma-separated services (default mobile).")
+@registry_params("join")
 @click.pass_context
-def join_cmd(ctx, phone, region, method, email, birth_date, customer_since, referrer, services, explain):
+def join_cmd(ctx, explain, **given):
     """Join the program; welcome points are credited at activation.
 
     \b
@@ -654,9 +685,7 @@ def join_cmd(ctx, phone, region, method, email, birth_date, customer_since, refe
     """
     env = env_of(ctx)
     with explaining(explain):
-        view = run_command(env, "join", phone=phone, region=region, method=method, email=email,
-                           birth_date=birth_date, customer_since=customer_since, referrer=referrer,
-                           services=services)
+        view = run_command(env, "join", registry_values("join", given))
     emit(env, view, human_join)
 
 
@@ -736,20 +765,21 @@ def history_cmd(ctx, phone, from_date, until_date, types):
 
 
 @command("leave")
-@click.argument("phone", shell_complete=complete_phone)
+@registry_params("leave")
 @click.option("--yes", is_flag=True, help="Confirm: every point is forfeited and cannot be restored.")
 @click.pass_context
-def leave_cmd(ctx, phone, yes):
+def leave_cmd(ctx, yes, **given):
     """Leave the program, forfeiting every point (needs --yes).
 
     \b
     bonuscli leave 9161234567 --yes
     """
     env = env_of(ctx)
-    phone = rq.phone(phone)
+    values = registry_values("leave", given)
+    rq.phone(values["phone"])  # a bad phone is exit 2 before the missing --yes
     if not yes:
         raise model.BadInput("leaving forfeits every point and cannot be undone; add --yes to confirm", "confirm")
-    emit(env, run_command(env, "leave", phone=phone), lambda v: kv(v, ["phone", "status", "forfeited", "left_at"]))
+    emit(env, run_command(env, "leave", values), lambda v: kv(v, ["phone", "status", "forfeited", "left_at"]))
 
 
 @command("path")
@@ -787,18 +817,14 @@ def with_steps(human, explain):
 
 
 @command("earn", context_settings={"ignore_unknown_options": True})
-@click.argument("phone", required=False, shell_complete=complete_phone)
-@click.argument("amount", required=False)
-@click.option("--category", "category", help="Spending category (mobile, card, taxi, ...).",
-              shell_complete=complete_category)
-@click.option("--ref", help="Transaction id: a repeat with the same ref changes nothing.")
+@registry_params("earn")
 @click.option("--dry-run", is_flag=True, help="Compute without writing.")
 @click.option("--explain", is_flag=True, help="Show each rule applied (also on a refusal).")
 @click.option("--from", "from_file", type=click.Path(dir_okay=False, allow_dash=True),
               help="Batch: a CSV (phone,amount,category,ref[,at]) or JSON-lines file, - for stdin.")
 @click.option("--jobs", type=click.IntRange(min=1), help="Batch: processes to spread members over (default: the core count).")
 @click.pass_context
-def earn_cmd(ctx, phone, amount, category, ref, dry_run, explain, from_file, jobs):
+def earn_cmd(ctx, dry_run, explain, from_file, jobs, **given):
     """Record a spending and credit its points (or a whole batch with --from).
 
     \b
@@ -806,16 +832,15 @@ def earn_cmd(ctx, phone, amount, category, ref, dry_run, explain, from_file, job
     bonuscli earn --from payments.csv --json
     """
     env = env_of(ctx)
+    values = registry_values("earn", given)
     if from_file is not None:
-        from_batch(ctx, env, from_file, "earn", "earning", jobs,
-                   {"PHONE": phone, "AMOUNT": amount, "--category": category, "--ref": ref}, dry_run)
-    if phone is None or amount is None:
+        from_batch(ctx, env, from_file, "earn", "earning", jobs, registry_labels("earn", values), dry_run)
+    if values["phone"] is None or values["amount"] is None:
         raise model.BadInput("earn needs PHONE and AMOUNT (or --from FILE)", "usage")
-    if category is None:
+    if values["category"] is None:
         raise model.BadInput("earn needs --category (e.g. mobile, card, taxi)", "usage")
     with explaining(explain):
-        view = run_command(env, "earn", dict(phone=phone, amount=amount, category=category, ref=ref),
-                           dry_run=dry_run, explain=explain)
+        view = run_command(env, "earn", values, dry_run=dry_run, explain=explain)
     if explain:
         view["steps"] = view.get("_steps") or []
     emit(env, view, with_steps(earn_human, explain))
@@ -918,14 +943,9 @@ def human_forecast(v):
 
 @command("redeem")
 @click.option("--explain", is_flag=True, help="On a refusal, show the rule and the numbers that refused it.")
-@click.argument("phone", shell_complete=complete_phone)
-@click.argument("code", shell_complete=complete_reward)
-@click.option("--via", "via", default="web", show_default=True, help="Channel: web, app, sms, ussd, store.",
-              shell_complete=complete_channel)
-@click.option("--price", "price", help="Store discount: the item's price in RUB.")
-@click.option("--points", "points", help="Store discount: points to use (default: as many as allowed).")
+@registry_params("redeem")
 @click.pass_context
-def redeem_cmd(ctx, phone, code, via, price, points, explain):
+def redeem_cmd(ctx, explain, **given):
     """Order a reward, paying its price for the member's region in points.
 
     \b
@@ -934,7 +954,7 @@ def redeem_cmd(ctx, phone, code, via, price, points, explain):
     """
     env = env_of(ctx)
     with explaining(explain):
-        view = run_command(env, "redeem", phone=phone, code=code, via=via, price=price, points=points)
+        view = run_command(env, "redeem", registry_values("redeem", given))
     emit(env, view, human_redeem)
 
 
@@ -948,11 +968,9 @@ def human_redeem(v):
 
 @command("gift", context_settings={"ignore_unknown_options": True})
 @click.option("--explain", is_flag=True, help="On a refusal, show the rule and the numbers that refused it.")
-@click.argument("sender", metavar="FROM", shell_complete=complete_phone)
-@click.argument("recipient", metavar="TO", shell_complete=complete_phone)
-@click.argument("points")
+@registry_params("gift")
 @click.pass_context
-def gift_cmd(ctx, sender, recipient, points, explain):
+def gift_cmd(ctx, explain, **given):
     """Offer points to another member of the same region; they have 30 days to accept.
 
     \b
@@ -960,7 +978,7 @@ def gift_cmd(ctx, sender, recipient, points, explain):
     """
     env = env_of(ctx)
     with explaining(explain):
-        view = run_command(env, "gift", {"from": sender, "to": recipient, "points": points})
+        view = run_command(env, "gift", registry_values("gift", given))
     emit(env, view, lambda v: kv(v, ["gift_id", "from", "to", "points", "offered_at", "deadline", "balance"]))
 
 
@@ -977,18 +995,16 @@ def _complete_gift(ctx, param, incomplete):
 
 
 @command("accept")
-@click.argument("phone", shell_complete=complete_phone)
-@click.argument("gift_id", shell_complete=_complete_gift)
-@click.option("--reject", is_flag=True, help="Reject the gift: the points go back to the sender.")
+@registry_params("accept")
 @click.pass_context
-def accept_cmd(ctx, phone, gift_id, reject):
+def accept_cmd(ctx, **given):
     """Accept (or --reject) a pending gift.
 
     \b
     bonuscli accept 9167654321 gk3m9pq
     """
     env = env_of(ctx)
-    view = run_command(env, "accept", phone=phone, gift=gift_id, reject=reject)
+    view = run_command(env, "accept", registry_values("accept", given))
     emit(env, view, lambda v: kv(v, ["gift_id", "status", "points"] + (["expired"] if v.get("expired") else [])
                                  + ["balance"] + (["debt_repaid", "debt"] if v.get("debt_repaid") or v.get("debt") else [])))
 
@@ -1125,29 +1141,26 @@ def diff_cmd(ctx, old, new, ledgers, scenario, fail_on, engine, scheduler, jobs)
 
 
 @command("refund")
-@click.argument("phone", required=False, shell_complete=complete_phone)
-@click.argument("ref", required=False)
-@click.option("--amount", help="Refunded RUB (default: all that is left of the spending).")
-@click.option("--ref", "refund_ref", help="This refund's own reference: a repeat changes nothing.")
+@registry_params("refund")
 @click.option("--from", "from_file", type=click.Path(dir_okay=False, allow_dash=True),
               help="Batch: CSV (phone,ref,amount,refund_ref[,at]) or JSON lines, - for stdin.")
 @click.option("--jobs", type=click.IntRange(min=1), help="Batch: processes to spread members over (default: the core count).")
 @click.option("--explain", is_flag=True, help="Show how the points taken back were computed.")
 @click.pass_context
-def refund_cmd(ctx, phone, ref, amount, refund_ref, from_file, explain, jobs):
+def refund_cmd(ctx, from_file, explain, jobs, **given):
     """Take back the points of a refunded spending (recorded with earn --ref REF).
 
     \b
     bonuscli refund 9161234567 tx-1001 --amount 200 --ref rf-1
     """
     env = env_of(ctx)
+    values = registry_values("refund", given)
     if from_file is not None:
-        from_batch(ctx, env, from_file, "refund", "refunding", jobs,
-                   {"PHONE": phone, "REF": ref, "--amount": amount, "--ref": refund_ref})
-    if phone is None or ref is None:
+        from_batch(ctx, env, from_file, "refund", "refunding", jobs, registry_labels("refund", values))
+    if values["phone"] is None or values["ref"] is None:
         raise model.BadInput("refund needs PHONE and REF (or --from FILE)", "usage")
     with explaining(explain):
-        view = run_command(env, "refund", phone=phone, ref=ref, amount=amount, refund_ref=refund_ref)
+        view = run_command(env, "refund", values)
     if explain:
         view["steps"] = view.get("_steps", [])
     emit(env, view, with_steps(lambda v: kv(v, ["phone", "ref", "amount", "points", "points_taken", "debt",
@@ -1155,16 +1168,12 @@ def refund_cmd(ctx, phone, ref, amount, refund_ref, from_file, explain, jobs):
 
 
 @command("adjust", context_settings={"ignore_unknown_options": True})
-@click.argument("phone", required=False, shell_complete=complete_phone)
-@click.argument("points", required=False)
-@click.option("--reason", help="Why (kept in the ledger; required).")
-@click.option("--ref", help="Reference: a repeat with the same ref changes nothing.")
-@click.option("--expires-on", help="Expiry date of a credit (default: the normal 12 months).")
+@registry_params("adjust")
 @click.option("--from", "from_file", type=click.Path(dir_okay=False, allow_dash=True),
               help="Batch: CSV (phone,points,reason,ref[,expires_on,region,at]) or JSON lines, - for stdin.")
 @click.option("--jobs", type=click.IntRange(min=1), help="Batch: processes to spread members over (default: the core count).")
 @click.pass_context
-def adjust_cmd(ctx, phone, points, reason, ref, expires_on, from_file, jobs):
+def adjust_cmd(ctx, from_file, jobs, **given):
     """An operator's credit (+POINTS) or debit (-POINTS), always with a reason.
 
     \b
@@ -1172,12 +1181,13 @@ def adjust_cmd(ctx, phone, points, reason, ref, expires_on, from_file, jobs):
     bonuscli adjust 9161234567 -50 --reason "duplicate credit"
     """
     env = env_of(ctx)
+    values = registry_values("adjust", given)
     if from_file is not None:
         from_batch(ctx, env, from_file, "adjust", "adjusting", jobs,
-                   {"PHONE": phone, "POINTS": points, "--reason": reason, "--ref": ref})
-    if phone is None or points is None:
+                   {k: v for k, v in registry_labels("adjust", values).items() if k != "--expires-on"})
+    if values["phone"] is None or values["points"] is None:
         raise model.BadInput("adjust needs PHONE and POINTS (or --from FILE)", "usage")
-    view = run_command(env, "adjust", phone=phone, points=points, reason=reason, ref=ref, expires_on=expires_on)
+    view = run_command(env, "adjust", values)
     emit(env, view, lambda v: kv(v, ["phone", "points", "reason", "duplicate", "balance"]
                                  + (["debt_repaid", "debt"] if v.get("debt_repaid") or v.get("debt") else [])))
 

@@ -19,9 +19,11 @@ A command here is the one place that says, for `join`, `earn`, `redeem`, `gift`,
   recipient, a referral's invitee): what ties ledgers together for `diff`'s
   groups and the peers a replay reads;
 - `describe(phone, values)`: the command line that asks it (diff's reports);
-- `complete`: the completion kind of each argument and option.
+- `cli`: its parameters as the command line takes them (argument or option,
+  `--help` text, completion kind, default): the CLI's Click parameters are
+  made from these (`cli.registry_params`).
 
-The CLI, the batch readers (`batch.SPECS`), the scenario runner
+The CLI's parameters, the batch readers (`batch.SPECS`), the scenario runner
 (`scenario.COMMANDS`), `diff`'s simulation (`simulate.requests_of`,
 `simulate.World`) and the service (`Service.run`) are built from `COMMANDS`.
 Pure: no files, clock or environment. Imports model, requests, rules.
@@ -49,6 +51,20 @@ class Scenario(Record):
     output: str = "json"  # json | lines (history)
 
 
+class Param(Record):
+    """One value of a command as the command line takes it (and its `--help` line)."""
+
+    key: str  # the value's key (`Command.keys`)
+    option: str = ""  # "--option" (or a flag's "--flag"); "" for a positional argument
+    help: str = ""
+    complete: Optional[str] = None  # completion kind: phone, region, method, category, reward, channel, gift
+    required: bool = False
+    default: object = None
+    flag: bool = False
+    name: Optional[str] = None  # the Click parameter's name, when the key is not an identifier ("from")
+    metavar: Optional[str] = None
+
+
 class Command(Record):
     name: str
     keys: tuple
@@ -62,7 +78,7 @@ class Command(Record):
     describe: Optional[Callable] = None  # (phone, values) -> the command line
     batch: Optional[tuple] = None  # (required columns, optional columns) of `--from FILE`
     priority: int = 9  # order between ledgers of requests at the same instant (diff)
-    complete: dict = {}  # key -> completion kind (phone, region, category, reward, channel, method)
+    cli: tuple = ()  # its Params as the command line takes them, in `--help` order
     dated: bool = False  # `build` checks dates against the program's today (others are given None)
 
 
@@ -250,8 +266,6 @@ def _one(req, member):
     return [req.phone]
 
 
-_PHONE = {"phone": "phone"}
-
 COMMANDS = {c.name: c for c in (
     Command("join", ("phone", "region", "method", "email", "birth_date", "customer_since", "referrer", "services"),
             _join_build, _join_phones, _join_decide,
@@ -259,50 +273,73 @@ COMMANDS = {c.name: c for c in (
                                   "birth_date": "--birth-date", "customer_since": "--customer-since",
                                   "referrer": "--referrer", "services": "--services"}, {}, ("phone", "region")),
             ("join",), _join_values, {"join": ("referrer",), "referral": ("invitee",)}, _join_describe,
-            priority=0, complete={"phone": "phone", "region": "region", "method": "method", "referrer": "phone"},
-            dated=True),
+            priority=0, dated=True, cli=(
+                Param("phone", complete="phone", required=True),
+                Param("region", "--region", "Home region code (ISO 3166-2:RU, e.g. RU-MOW).", "region", True),
+                Param("method", "--method", "How the subscriber joins (sms, ussd, app, call, store, web, card, "
+                      "wallet).", "method", default="sms"),
+                Param("email", "--email", "E-mail (web form; with --birth-date gives the profile bonus)."),
+                Param("birth_date", "--birth-date", "Birth date YYYY-MM-DD (web form)."),
+                Param("customer_since", "--customer-since", "Date the subscriber became a customer (default: today)."),
+                Param("referrer", "--referrer", "Phone of the member who invited this one.", "phone"),
+                Param("services", "--services", "Comma-separated services (default mobile)."))),
     Command("earn", ("phone", "amount", "category", "ref"), _earn_build, _one, _earn_decide,
             Scenario(("phone", "amount"), {"category": "--category", "ref": "--ref"}, {"dry_run": "--dry-run"},
                      ("phone", "amount", "category")),
             ("earn",), lambda e, ctx: {"amount": e["amount"], "category": e["category"],
                                                       **({"ref": e["ref"]} if e.get("ref") is not None else {})},
-            {}, _earn_describe, (("phone", "amount", "category", "ref"), ("at",)), priority=2,
-            complete={"phone": "phone", "category": "category"}),
+            {}, _earn_describe, (("phone", "amount", "category", "ref"), ("at",)), priority=2, cli=(
+                Param("phone", complete="phone"), Param("amount"),
+                Param("category", "--category", "Spending category (mobile, card, taxi, ...).", "category"),
+                Param("ref", "--ref", "Transaction id: a repeat with the same ref changes nothing."))),
     Command("redeem", ("phone", "code", "via", "price", "points"), _redeem_build, _one, _redeem_decide,
             Scenario(("phone", "code"), {"via": "--via", "price": "--price", "points": "--points"}, {},
                      ("phone", "code")),
-            ("redeem",), _redeem_values, {}, _redeem_describe, priority=3,
-            complete={"phone": "phone", "code": "reward", "via": "channel"}),
+            ("redeem",), _redeem_values, {}, _redeem_describe, priority=3, cli=(
+                Param("phone", complete="phone", required=True), Param("code", complete="reward", required=True),
+                Param("via", "--via", "Channel: web, app, sms, ussd, store.", "channel", default="web"),
+                Param("price", "--price", "Store discount: the item's price in RUB."),
+                Param("points", "--points", "Store discount: points to use (default: as many as allowed)."))),
     Command("gift", ("from", "to", "points"), _gift_build, lambda req, member: [req.sender, req.recipient],
             _gift_decide,
             Scenario(("from", "to", "points"), {}, {}, ("from", "to", "points"), phone_keys=("from", "to")),
             ("gift_out",), _gift_values,
             {"gift_out": ("to",), "gift_in": ("from",)},
-            lambda phone, a: f"gift {phone} {a['to']} {a['points']}", priority=4,
-            complete={"from": "phone", "to": "phone"}),
+            lambda phone, a: f"gift {phone} {a['to']} {a['points']}", priority=4, cli=(
+                Param("from", complete="phone", required=True, name="sender", metavar="FROM"),
+                Param("to", complete="phone", required=True, name="recipient", metavar="TO"),
+                Param("points", required=True))),
     Command("accept", ("phone", "gift", "reject"), lambda cat, v, today, batch=False: rq.accept(
                 v.get("phone"), v.get("gift"), bool(v.get("reject"))), _accept_phones, _accept_decide,
             Scenario(("phone", "gift"), {}, {"reject": "--reject"}, ("phone", "gift")),
             ("gift_accept", "gift_reject"), _accept_values,
             {"gift_accept": ("from",), "gift_reject": ("from",), "gift_settle": ()},
             lambda phone, a: f"accept {phone} {a['gift']}" + (" --reject" if a.get("reject") else ""), priority=5,
-            complete=_PHONE),
+            cli=(Param("phone", complete="phone", required=True),
+                 Param("gift", complete="gift", required=True, name="gift_id"),
+                 Param("reject", "--reject", "Reject the gift: the points go back to the sender.", flag=True))),
     Command("leave", ("phone",), lambda cat, v, today, batch=False: rq.leave(v.get("phone")), _one, _leave_decide,
             Scenario(("phone",), {}, {}, ("phone",), extra=("--yes",)),
             ("leave",), lambda e, ctx: {}, {"gift_reject": ("from",)},
-            lambda phone, a: f"leave {phone} --yes", priority=6, complete=_PHONE),
+            lambda phone, a: f"leave {phone} --yes", priority=6, cli=(Param("phone", complete="phone", required=True),)),
     Command("refund", ("phone", "ref", "amount", "refund_ref"), _refund_build, _one, _refund_decide,
             Scenario(("phone", "ref"), {"amount": "--amount", "refund_ref": "--ref"}, {}, ("phone", "ref")),
             ("refund",), lambda e, ctx: {"ref": e["earn_ref"], "amount": e["amount"],
                                                         **({"refund_ref": e["ref"]} if e.get("ref") else {})},
-            {}, _refund_describe, (("phone", "ref"), ("amount", "refund_ref", "at")), priority=3, complete=_PHONE),
+            {}, _refund_describe, (("phone", "ref"), ("amount", "refund_ref", "at")), priority=3, cli=(
+                Param("phone", complete="phone"), Param("ref"),
+                Param("amount", "--amount", "Refunded RUB (default: all that is left of the spending)."),
+                Param("refund_ref", "--ref", "This refund's own reference: a repeat changes nothing."))),
     Command("adjust", ("phone", "points", "reason", "ref", "expires_on", "region"), _adjust_build, _one,
             _adjust_decide,
             Scenario(("phone", "points"), {"reason": "--reason", "ref": "--ref", "expires_on": "--expires-on"}, {},
                      ("phone", "points")),
             ("adjust",), _adjust_values, {}, _adjust_describe,
-            (("phone", "points", "reason", "ref"), ("expires_on", "region", "at")), priority=2,
-            complete={"phone": "phone", "region": "region"}),
+            (("phone", "points", "reason", "ref"), ("expires_on", "region", "at")), priority=2, cli=(
+                Param("phone", complete="phone"), Param("points"),
+                Param("reason", "--reason", "Why (kept in the ledger; required)."),
+                Param("ref", "--ref", "Reference: a repeat with the same ref changes nothing."),
+                Param("expires_on", "--expires-on", "Expiry date of a credit (default: the normal 12 months)."))),
 )}
 
 # event type -> the command whose own record it is (diff re-decides these)
