@@ -355,7 +355,10 @@ def command(*args, **kw):
 
 
 def with_globals(cmd):
-    """`cmd` with the global options after its own (made once, on first use)."""
+    """`cmd` with its registry parameters and the global options after its own (made once, on first
+    use)."""
+    if any(isinstance(p, _RegistryParams) for p in cmd.params):
+        cmd.params = [q for p in cmd.params for q in (p.make() if isinstance(p, _RegistryParams) else [p])]
     pending = getattr(cmd, "pending_globals", None)
     if pending:
         cmd.pending_globals = None
@@ -445,31 +448,42 @@ complete_channel = _completer(lambda env: env.catalog.channels)
 complete_method = _completer(lambda env: env.catalog.methods)
 
 
-def registry_params(name: str):
-    """The Click parameters of a writing command, made from its declaration in the registry
-    (`commands.COMMANDS[name].cli`), in `--help` order."""
-    from bonuscli.commands import COMMANDS
+class _RegistryParams(click.Argument):
+    """Where a writing command's parameters go among its own: a stand-in, replaced by the parameters
+    made from the registry (`commands.COMMANDS[name].cli`) when the command is first resolved
+    (`with_globals`), as the global options are: start-up imports no registry (`--version`,
+    `balance` stay quick)."""
 
-    def complete(kind):
-        return {"phone": complete_phone, "region": complete_region, "method": complete_method,
-                "category": complete_category, "reward": complete_reward, "channel": complete_channel,
-                "gift": lambda ctx, param, incomplete: _complete_gift(ctx, param, incomplete)}.get(kind)
+    def __init__(self, param_decls, registry: str = "", **attrs):
+        super().__init__(param_decls, required=False)
+        self.registry = registry
 
-    def decorate(f):
-        for p in reversed(COMMANDS[name].cli):
-            name_ = p.name or p.key
+    def make(self) -> list:
+        from bonuscli.commands import COMMANDS
+
+        complete = {"phone": complete_phone, "region": complete_region, "method": complete_method,
+                    "category": complete_category, "reward": complete_reward, "channel": complete_channel,
+                    "gift": _complete_gift}
+        out = []
+        for p in COMMANDS[self.registry].cli:
+            name = p.name or p.key
             if not p.option:
-                f = click.argument(name_, required=p.required, metavar=p.metavar,
-                                   shell_complete=complete(p.complete))(f)
+                out.append(click.Argument([name], required=p.required, metavar=p.metavar,
+                                          shell_complete=complete.get(p.complete)))
             elif p.flag:
-                f = click.option(p.option, name_, is_flag=True, help=p.help)(f)
+                out.append(click.Option([p.option, name], is_flag=True, help=p.help))
             else:
-                f = click.option(p.option, name_, required=p.required, default=p.default,
-                                 show_default=p.default is not None, help=p.help,
-                                 shell_complete=complete(p.complete))(f)
-        return f
+                out.append(click.Option([p.option, name], required=p.required, default=p.default,
+                                        show_default=p.default is not None, help=p.help,
+                                        shell_complete=complete.get(p.complete)))
+        return out
 
-    return decorate
+
+def registry_params(name: str):
+    """A writing command's Click parameters, from its declaration in the registry, here among the
+    command's own (in `--help` order)."""
+
+    return click.argument(f"registry_{name}", cls=_RegistryParams, registry=name)
 
 
 def registry_values(name: str, given: dict) -> dict:

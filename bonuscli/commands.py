@@ -32,11 +32,28 @@ Pure: no files, clock or environment. Imports model, requests, rules.
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 from typing import Callable, Optional
 
-from bonuscli import requests as rq
-from bonuscli import rules
 from bonuscli.model import Record
+
+
+class _Lazy:
+    """A module imported on first use, which then takes this name's place in this module's globals
+    (each later call finds the module itself). Importing the registry, as the CLI does at start-up
+    for its parameters, stays light: `--version` imports no rules."""
+
+    def __init__(self, name: str, alias: str):
+        self.__dict__.update(_name=name, _alias=alias)
+
+    def __getattr__(self, attr):
+        module = importlib.import_module(self.__dict__["_name"])
+        globals()[self.__dict__["_alias"]] = module
+        return getattr(module, attr)
+
+
+rq = _Lazy("bonuscli.requests", "rq")
+rules = _Lazy("bonuscli.rules", "rules")
 
 
 class Scenario(Record):

@@ -284,8 +284,11 @@ class Service:
             self.store.append(phone, stamped, led, self.fault)
             if self.live is not None:
                 if m is not None and self.live.get(phone) is m and not led.torn:
-                    for e in stamped:
-                        rules.extend(m, e)
+                    text, at = None, None
+                    for e in stamped:  # the lines of one write share their instant: parsed once
+                        if e["at"] != text:
+                            text, at = e["at"], rules.instant(e["at"])
+                        rules.extend(m, e, at)
                 else:
                     self.live.pop(phone, None)
 
