@@ -846,76 +846,6 @@ class NoCommit:
 Store = FileStore
 
 
-class MemoryStore:
-    """Ledgers as bytes in memory: the same lines, parser and chain as files, no locks, no fsync.
-    Used to simulate (diff --ledgers, scenarios) through the one service path. Each ledger's lines
-    are decoded once, when appended, and kept with the bytes."""
-
-    def __init__(self, files: dict | None = None):
-        self.files: dict = {}
-        self.reads: dict = {}  # phone -> LedgerRead of files[phone] as it is now
-        self.snapshots: dict = {}
-        self.root = Path("<memory>")
-        self._paths: dict = {}
-        for p, b in (files or {}).items():
-            self.files[p] = bytearray(b)
-            self.reads[p] = parse(self.path(p), bytes(b))
-
-    def path(self, phone: str) -> Path:
-        path = self._paths.get(phone)
-        if path is None:
-            path = self._paths[phone] = Path("<memory>") / f"{phone}.jsonl"
-        return path
-
-    def read(self, phone: str, verify: bool = False) -> LedgerRead:
-        led = self.reads.get(phone)
-        if led is None:
-            return LedgerRead(self.path(phone), (), None, 0, exists=False)
-        return led
-
-    def read_after(self, phone, offset, last_len, last_hash, first, verify=False):
-        return None
-
-    def read_checked(self, phone: str) -> tuple:
-        led = self.read(phone)
-        data = bytes(self.files.get(phone, b""))
-        return led, verify_chain(led.path, data, phone, events=led.events)
-
-    def exists(self) -> bool:
-        return True
-
-    def phones(self) -> list:
-        return sorted(self.files)
-
-    def prepare(self) -> None:
-        pass
-
-    @contextmanager
-    def locked(self, phones, commit=None):
-        yield
-
-    def commit(self, fault=None) -> "NoCommit":
-        return NoCommit()
-
-    def append(self, phone: str, events, ledger: LedgerRead, fault=None, commit=None) -> None:
-        data = chained(phone, events, ledger)
-        buf = self.files.setdefault(phone, bytearray())
-        old = self.reads.get(phone)
-        buf.extend(data)
-        if old is None or old.torn is not None:
-            self.reads[phone] = parse(self.path(phone), bytes(buf))
-            return
-        new = parse(self.path(phone), data, old.lines + 1, old.size, old.tail)
-        self.reads[phone] = LedgerRead(old.path, old.events + new.events, new.torn, new.size, new.tail, new.pretail,
-                                       new.lines)
-
-    def load_snapshot(self, phone):
-        return None
-
-    def save_snapshot(self, phone, doc):
-        pass
-
-
 class _Unlocked:
     def __enter__(self):
         return self
@@ -927,14 +857,14 @@ class _Unlocked:
 _UNLOCKED = _Unlocked()
 
 
-class SimStore:
-    """Ledgers as the stamped event dicts the service appends, for a simulation (`diff --ledgers`):
-    the same Service, decisions and stamping as every command, with no bytes, no hash chain and no
-    decoding (nothing of a simulation is ever written or read back from bytes)."""
+class _InMemory:
+    """What the stores in memory share: one process, nothing to lock, make durable, prepare or
+    cache; each ledger's read kept (`reads`) and brought up to date by `append`."""
+
+    root = Path("<memory>")
 
     def __init__(self):
-        self.reads: dict = {}  # phone -> LedgerRead whose `events` are the stamped events, oldest first
-        self.root = Path("<simulation>")
+        self.reads: dict = {}  # phone -> LedgerRead of the ledger as it is now
         self._paths: dict = {}
 
     def path(self, phone: str) -> Path:
@@ -962,22 +892,60 @@ class SimStore:
         pass
 
     def locked(self, phones, commit=None):
-        return _UNLOCKED  # one process, one thread: nothing to lock
+        return _UNLOCKED
 
     def commit(self, fault=None) -> "NoCommit":
         return NoCommit()
-
-    def append(self, phone: str, events, ledger: LedgerRead, fault=None, commit=None) -> None:
-        led = self.reads.get(phone)
-        if led is None:  # one read per ledger, its events the list appended to (no bytes: size 0)
-            led = self.reads[phone] = LedgerRead(self.path(phone), [], None, 0)
-        led.events.extend(events)
 
     def load_snapshot(self, phone):
         return None
 
     def save_snapshot(self, phone, doc):
         pass
+
+
+class MemoryStore(_InMemory):
+    """Ledgers as bytes in memory: the same lines, parser and chain as files, no locks, no fsync.
+    Used to run scenarios (and diff's reference world) through the one service path. Each ledger's
+    lines are decoded once, when appended, and kept with the bytes."""
+
+    def __init__(self, files: dict | None = None):
+        super().__init__()
+        self.files: dict = {}
+        for p, b in (files or {}).items():
+            self.files[p] = bytearray(b)
+            self.reads[p] = parse(self.path(p), bytes(b))
+
+    def read_checked(self, phone: str) -> tuple:
+        led = self.read(phone)
+        data = bytes(self.files.get(phone, b""))
+        return led, verify_chain(led.path, data, phone, events=led.events)
+
+    def append(self, phone: str, events, ledger: LedgerRead, fault=None, commit=None) -> None:
+        data = chained(phone, events, ledger)
+        buf = self.files.setdefault(phone, bytearray())
+        old = self.reads.get(phone)
+        buf.extend(data)
+        if old is None or old.torn is not None:
+            self.reads[phone] = parse(self.path(phone), bytes(buf))
+            return
+        new = parse(self.path(phone), data, old.lines + 1, old.size, old.tail)
+        self.reads[phone] = LedgerRead(old.path, old.events + new.events, new.torn, new.size, new.tail, new.pretail,
+                                       new.lines)
+
+
+class SimStore(_InMemory):
+    """Ledgers as the stamped event dicts the service appends, for a simulation (`diff --ledgers`):
+    the same Service, decisions and stamping as every command, with no bytes, no hash chain and no
+    decoding (nothing of a simulation is ever written or read back from bytes)."""
+
+    root = Path("<simulation>")
+
+    def append(self, phone: str, events, ledger: LedgerRead, fault=None, commit=None) -> None:
+        led = self.reads.get(phone)
+        if led is None:  # one read per ledger, its events the list appended to (no bytes: size 0)
+            led = self.reads[phone] = LedgerRead(self.path(phone), [], None, 0)
+        led.events.extend(events)
 
 
 def chained(phone: str, events, ledger: LedgerRead) -> bytes:
