@@ -28,7 +28,7 @@ directory's chain heads saved, and compared later (`check_anchor`).
 
 from __future__ import annotations
 
-from functools import cached_property, lru_cache
+from functools import lru_cache
 from itertools import groupby
 from typing import NamedTuple
 
@@ -125,8 +125,8 @@ class Found(NamedTuple):
 
 
 class Stop(list):
-    """What a check returns when the checks after it would be meaningless: its problems, and no
-    later check runs."""
+    """What a check returns when the checks after it would be meaningless: its problems (never
+    none), and no later check runs."""
 
 
 class LedgerContext:
@@ -140,16 +140,19 @@ class LedgerContext:
         self.chain = chain  # (line, message) of the hash chain's problems, from the same read (`read_checked`)
         self.ledgers = _Peers(svc.store)  # phone -> LedgerRead: this one, and the peers read on demand
         self.ledgers[phone] = led
+        self.types = {e["type"] for e in led.events}  # the types of its events (`_events`)
+        self._member = None
 
-    @cached_property
-    def types(self) -> set:
-        """The types of the ledger's events."""
-        return {e["type"] for e in self.led.events}
-
-    @cached_property
+    @property
     def member(self):
         """The rules' replay of the ledger as of `now` (reading the peers it needs), or the exception
-        that stopped it. Replayed once, when check_replay first asks."""
+        that stopped it. Replayed once, when check_replay first asks (after the earlier stages, as a
+        ledger that cannot be replayed is still checked line by line)."""
+        if self._member is None:
+            self._member = self._replay()
+        return self._member
+
+    def _replay(self):
         t = rules.seconds(self.now)
         peers = {}
         for p in rules.peers_needed(self.led.events, t):
@@ -419,9 +422,9 @@ def run_checks(ctx: LedgerContext, checks=LEDGER_CHECKS) -> list:
             got = check(ctx)
             if got:
                 found.extend(got)
-            if isinstance(got, Stop):
-                stop = True
-                break
+                if type(got) is Stop:
+                    stop = True
+                    break
         if found:
             found.sort(key=lambda f: f.event)  # stable: each event's problems stay in the checks' order
             out.extend(_problem(ctx.led.path, f.line, f.message) for f in found)
