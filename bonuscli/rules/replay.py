@@ -245,10 +245,10 @@ def _ev_gift_out(m: Member, e: dict, at: int) -> None:
          "deadline": instant(e["deadline"]), "lots": lots, "lost": 0, "status": "pending", "outcome": status,
          "when": when}
     m.gifts_out[e["gift_id"]] = g
-    if status == "cancelled":  # never made: the points never left
+    if status == "cancelled":  # never made: the points never left (back the way every gift return comes)
+        day = m.cal.day(at)
         for exp, n, _lost in lots:
-            m.seq += 1
-            m._insert([exp, m.seq, n, e["id"], "gift return", e["at"], n])
+            m._lot_in(at, day, e["id"], n, "gift return", exp)
         g["status"] = "cancelled"
         return
     if m.keep:
