@@ -25,6 +25,7 @@ class Request(Record):
     args: dict  # the values that made it (commands.Command.keys), rebuilt from its recorded event
     source: str  # the ledger event id it was read from
     links: tuple = ()  # what its recorded event ties its member to (commands.links_of)
+    t: int = 0  # `at` as epoch seconds
 
     def describe(self) -> str:
         return COMMANDS[self.command].describe(self.phone, self.args)
@@ -62,7 +63,8 @@ def requests_of(ledgers: dict, cat: Optional[Catalog] = None, with_keys: bool = 
                 continue
             at = from_iso(e["at"])
             key = (_micros(at), cmd.priority + (1 if values.get("referrer") else 0), phone, n)
-            out.append((key, Request(at, phone, cmd.name, values, e["id"], tuple(links_of(phone, (e,))))))
+            out.append((key, Request(at, phone, cmd.name, values, e["id"], tuple(links_of(phone, (e,))),
+                                     rules.instant(e["at"]))))
     return merged(per_ledger, with_keys)
 
 
@@ -154,7 +156,7 @@ class World:
 
     def _decide(self, req: Request) -> dict:
         cmd = COMMANDS[req.command]
-        t = rules.seconds(req.at)
+        t = req.t or rules.seconds(req.at)
         values = dict(req.args, phone=req.phone) if "phone" in cmd.keys else dict(req.args, **{"from": req.phone})
         if req.command == "accept":
             gid = self.gift_ids.get(values["gift"])
