@@ -1,18 +1,18 @@
 """The optional Dask engine (`--engine dask [--scheduler ADDRESS]`): whole-directory jobs
-mapped over a dask.distributed cluster instead of this machine's process pool.
+run on a dask.distributed cluster instead of this machine's processes.
 
-Owns: connecting to a scheduler (or starting a small LocalCluster), shipping the
-parsed catalog to the workers once, mapping the SAME pure per-member functions the
-local engine uses (fleet.member_summary, audit.check_member, diff.impact,
-scenario.run_one), each opening the same service on the worker
-(`service.Opener`), over chunks of members, and reducing the partial results
-exactly as the local path does (integer sums; lists put back in phone or request
-order). Workers read ledgers themselves, so every worker must see the data
-directory at the same path (a shared filesystem; see docs/scaling.md).
+Owns: connecting to a scheduler (or starting a small LocalCluster) and `Cluster`, an
+engine of `workers` (the same `map_chunks(func, chunks, *shared)` as `workers.Local`):
+the jobs themselves are the local engine's own, written once against that interface
+(`fleet.map_members`, `fleet.report`, `audit.check_dir`, `diff.impact_dir`), given this
+engine; `shared` values (the parsed catalog, an `Opener`) are scattered to the workers
+once, and each worker opens the same service (`workers.service_of`). Workers read
+ledgers themselves, so every worker must see the data directory at the same path (a
+shared filesystem; see docs/scaling.md). Also the scenario runner on the cluster.
 
 dask is imported lazily, only here and only when this engine is asked for; without
 it the engine is a clean `install bonuscli[dask]` error, never a traceback.
-Imports model, service, ledger, fleet, audit, diff, simulate, scenario (lazily).
+Imports model, workers, ledger, fleet, audit, diff, scenario (lazily).
 """
 
 from __future__ import annotations
