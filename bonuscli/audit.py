@@ -64,33 +64,47 @@ def line_of(led, event_id) -> int:
     return 1
 
 
-def check_member(svc, phone, now) -> list:
-    """Every problem of one ledger, reading the other ledgers its gifts and referrals name."""
+def check_member(svc, phone, now) -> tuple:
+    """One ledger checked, reading the other ledgers its gifts and referrals name: (its problems,
+    the lines read (events, repairs included), the repairs accepted as `{path, line, sealed}`)."""
     from bonuscli.service import gc_paused
 
     with gc_paused():
         return _check_member(svc, phone, now)
 
 
-def _check_member(svc, phone, now) -> list:
+def _check_member(svc, phone, now) -> tuple:
     path = svc.store.path(phone)
     try:
         led, chain = svc.store.read_checked(phone)
     except FilesError as e:
-        return [{"path": str(path), "line": 0, "message": e.message, "text": e.message, "unreadable": True}]
-    return check_ledger(svc, phone, led, now, chain)
+        return [{"path": str(path), "line": 0, "message": e.message, "text": e.message, "unreadable": True}], 0, []
+    problems = check_ledger(svc, phone, led, now, chain)
+    repairs = [{"path": str(path), "line": line_of(led, e["id"]), "sealed": e.get("line")}
+               for e in led.events if e.get("type") == "repair"]
+    return problems, len(led.events), repairs
 
 
 def check_dir(svc, now, jobs=None, engine=None) -> list:
-    """Problems of every ledger in the data directory, ledgers spread over `jobs` processes (or the
-    workers of `engine`)."""
+    """Problems of every ledger in the data directory (see `check_dir_summary`)."""
+    return check_dir_summary(svc, now, jobs, engine)["problems"]
+
+
+def check_dir_summary(svc, now, jobs=None, engine=None) -> dict:
+    """`check --ledgers`: every ledger of the data directory checked, spread over `jobs` processes (or
+    the workers of `engine`): {problems (unreadable ledgers first, then each ledger's in phone order),
+    ledgers (files read), events (lines read), repairs (every repair accepted)}."""
     from bonuscli import fleet
 
-    unreadable, problems = [], []
-    for found in fleet.map_members(svc, now, check_member, jobs, engine=engine):
+    unreadable, problems, repairs = [], [], []
+    ledgers = events = 0
+    for found, n, fixed in fleet.map_members(svc, now, check_member, jobs, engine=engine):
+        ledgers += 1
+        events += n
+        repairs.extend(fixed)
         for p in found:
             (unreadable if p.pop("unreadable", False) else problems).append(p)
-    return unreadable + problems  # unreadable ledgers first, then each ledger's problems in phone order
+    return {"problems": unreadable + problems, "ledgers": ledgers, "events": events, "repairs": repairs}
 
 
 class _Peers(dict):
@@ -459,28 +473,64 @@ def _heads(svc) -> dict:
     return out
 
 
-def _digest(ledgers: dict) -> str:
+def _digest(ledgers: dict, previous=None) -> str:
+    """The digest over an anchor's content: its ledgers' heads (and the digest of the anchor before
+    it, when it names one)."""
     import hashlib
     import json
 
-    return hashlib.sha256(json.dumps(ledgers, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    content = ledgers if previous is None else {"ledgers": ledgers, "previous": previous}
+    return hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def anchor(svc) -> dict:
-    """The directory's anchor (CLI.md `check --ledgers --save-anchor`)."""
+def anchor(svc, previous: str | None = None) -> dict:
+    """The directory's anchor (CLI.md `check --ledgers --save-anchor`); `previous`: the digest of the
+    anchor it was checked against, so that successive anchors form a chain an auditor can walk."""
     ledgers = _heads(svc)
-    return {"format": ANCHOR_FORMAT, "ledgers": ledgers, "digest": _digest(ledgers)}
+    doc = {"format": ANCHOR_FORMAT, "ledgers": ledgers}
+    if previous is not None:
+        doc["previous"] = previous
+    doc["digest"] = _digest(ledgers, previous)
+    return doc
+
+
+def read_anchor(data: bytes, name: str) -> dict:
+    """An anchor file's document; one that is not JSON, or nested beyond reason, is FilesError."""
+    import json
+
+    try:
+        doc = json.loads(data)
+    except (ValueError, RecursionError) as e:
+        msg = "nested too deeply" if isinstance(e, RecursionError) else str(e)
+        raise FilesError(f"{name}:1: cannot read the anchor ({msg})", "anchor-invalid") from None
+    return doc
+
+
+def anchor_digest(doc) -> str | None:
+    """The digest of an anchor's content as it is now (None when it is not an anchor): what
+    `--save-anchor` printed, if nobody changed it."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("ledgers"), dict):
+        return None
+    previous = doc.get("previous")
+    try:
+        return _digest(doc["ledgers"], previous if isinstance(previous, str) else None)
+    except (TypeError, ValueError, RecursionError):
+        return None
 
 
 def check_anchor(svc, doc, name: str) -> list:
     """Problems of the directory against an anchor saved earlier: every ledger it names still exists
     and still starts with exactly the lines it had (appended lines and new ledgers are fine)."""
     if (not isinstance(doc, dict) or doc.get("format") != ANCHOR_FORMAT or not isinstance(doc.get("ledgers"), dict)
-            or doc.get("digest") != _digest(doc["ledgers"])):
+            or doc.get("digest") != anchor_digest(doc)):
         return [_problem(name, 1, "not an anchor written by `check --ledgers --save-anchor`, or it was changed "
                                   "(its digest does not match)")]
     out = []
     for phone, head in sorted(doc["ledgers"].items()):
+        if not (isinstance(head, dict) and type(head.get("lines")) is int and head["lines"] >= 0
+                and isinstance(head.get("hash"), str)):
+            out.append(_problem(name, 1, f"the anchor's entry for {phone!r} is not a line count and a hash"))
+            continue
         try:
             path = svc.store.path(phone)
         except ValueError:

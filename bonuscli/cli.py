@@ -565,8 +565,15 @@ def regions_cmd(ctx):
               help="With --ledgers: write the directory's anchor (each ledger's line count and chain hash) here.")
 @click.option("--anchor", "anchor_file", type=click.Path(dir_okay=False),
               help="With --ledgers: check the directory against an anchor saved earlier.")
+@click.option("--anchor-digest", "anchor_digest", metavar="HEX",
+              help="With --anchor: refuse it unless its digest is HEX (the one --save-anchor printed).")
+@click.option("--allowed-signers", "allowed_signers", type=click.Path(dir_okay=False),
+              help="With --anchor: refuse it unless FILE.sig is a valid signature by a key listed here.")
+@click.option("--sign-key", "sign_key", type=click.Path(dir_okay=False),
+              help="With --save-anchor: sign the anchor with this OpenSSH private key (to FILE.sig).")
 @click.pass_context
-def check_cmd(ctx, ledgers, scenario, files, jobs, engine, scheduler, save_anchor, anchor_file):
+def check_cmd(ctx, ledgers, scenario, files, jobs, engine, scheduler, save_anchor, anchor_file, anchor_digest,
+              allowed_signers, sign_key):
     """Validate a catalog: silent and exit 0 when valid, `file:line: message` lines and exit 3 when not.
 
     \b
@@ -593,35 +600,39 @@ def check_cmd(ctx, ledgers, scenario, files, jobs, engine, scheduler, save_ancho
                                "catalog-invalid")
     if (save_anchor or anchor_file) and not ledgers:
         raise model.BadInput("--save-anchor and --anchor go with --ledgers", "usage")
-    digest = None
+    if (anchor_digest or allowed_signers) and not anchor_file:
+        raise model.BadInput("--anchor-digest and --allowed-signers check an anchor: give --anchor FILE", "usage")
+    if sign_key and not save_anchor:
+        raise model.BadInput("--sign-key signs the anchor written by --save-anchor FILE", "usage")
+    digest, summary = None, None
     if ledgers:
         from bonuscli import audit
 
         svc = env.service
         svc.require_data()
-        anchor_doc = None
+        anchor_doc = previous = None
         if anchor_file is not None:
-            import json
-
-            try:
-                with open(anchor_file, "rb") as f:
-                    anchor_doc = json.loads(f.read())
-            except FileNotFoundError:
-                raise model.BadInput(f"no such anchor file: {anchor_file}", "no-file")
-            except (OSError, ValueError) as e:
-                raise model.FilesError(f"{anchor_file}:1: cannot read the anchor ({e})", "anchor-invalid")
+            anchor_doc = anchor_checked(anchor_file, anchor_digest, allowed_signers)
+            previous = audit.anchor_digest(anchor_doc)
         if engine == "dask":
             from bonuscli import dask_engine
 
-            problems = dask_engine.check_dir(svc, env.now, scheduler=scheduler)
+            summary = dask_engine.check_dir_summary(svc, env.now, scheduler=scheduler)
         else:
-            problems = audit.check_dir(svc, env.now, jobs)
+            summary = audit.check_dir_summary(svc, env.now, jobs)
+        problems = summary["problems"]
         if anchor_doc is not None:
             problems = audit.check_anchor(svc, anchor_doc, anchor_file) + problems
         if not problems and save_anchor is not None:
-            doc = audit.anchor(svc)
+            doc = audit.anchor(svc, previous)
             write_file(save_anchor, render.dumps(doc) + "\n")
             digest = doc["digest"]
+            if sign_key:
+                from pathlib import Path
+
+                from bonuscli import signing
+
+                signing.sign(Path(save_anchor), Path(sign_key))
         if problems:
             if env.as_json:
                 render.emit_json({"valid": False, "problems": problems})
@@ -629,10 +640,48 @@ def check_cmd(ctx, ledgers, scenario, files, jobs, engine, scheduler, save_ancho
                 render.warn(p["text"])
             raise model.FilesError(f"{len(problems)} problem{'s' if len(problems) != 1 else ''} in the ledgers of "
                                    f"{env.data_dir}", "ledger-unsound")
+    counts = {k: summary[k] for k in ("ledgers", "events", "repairs")} if summary is not None else {}
     if env.as_json:
-        render.emit_json(dict({"valid": True, "catalog": shown}, **({"anchor": digest} if digest else {})))
-    elif digest:
-        render.out(f"anchor {digest} saved to {save_anchor}")
+        render.emit_json(dict({"valid": True, "catalog": shown}, **counts, **({"anchor": digest} if digest else {})))
+        return
+    if summary is not None:
+        n = len(summary["repairs"])
+        render.out(f"{summary['ledgers']} ledgers, {summary['events']} events, {n} repair{'s' if n != 1 else ''}, "
+                   "0 problems")
+    if digest:
+        render.out(f"anchor {digest} saved to {save_anchor}" + (f" (signed: {save_anchor}.sig)" if sign_key else ""))
+
+
+def anchor_checked(path: str, digest: str | None, signers: str | None) -> dict:
+    """The anchor at `path`, its own authenticity checked first when the operator gave the means: its
+    digest (`--anchor-digest`) and/or its signature (`--allowed-signers`); without either, a warning."""
+    from pathlib import Path
+
+    from bonuscli import audit
+
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise model.BadInput(f"no such anchor file: {path}", "no-file")
+    except OSError as e:
+        raise model.FilesError(f"{path}:1: cannot read the anchor ({e.strerror or e})", "anchor-invalid")
+    if signers:
+        from bonuscli import signing
+
+        signing.verify(data, Path(path + ".sig"), Path(signers), path)
+    doc = audit.read_anchor(data, path)
+    if digest:
+        got = audit.anchor_digest(doc)
+        if got is None or got != digest.strip().lower():
+            raise model.FilesError(f"{path}: this anchor's digest is {got or 'not computable'}, not the {digest.strip()} "
+                                   "you kept: it was changed or replaced (it cannot vouch for the ledgers)",
+                                   "anchor-forged")
+    if not digest and not signers:
+        render.warn("warning: the anchor's own authenticity was not checked: anyone who can write the data "
+                    "directory can rewrite it too; give --anchor-digest HEX (kept elsewhere) or "
+                    "--allowed-signers FILE")
+    return doc
 
 
 def write_file(path, text: str) -> None:

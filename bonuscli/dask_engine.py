@@ -190,9 +190,14 @@ def report(svc, now, region=None, from_date=None, until_date=None, scheduler: st
 
 def check_dir(svc, now, scheduler: str | None = None, cluster: Cluster | None = None) -> list:
     """audit.check_dir on Dask."""
+    return check_dir_summary(svc, now, scheduler, cluster)["problems"]
+
+
+def check_dir_summary(svc, now, scheduler: str | None = None, cluster: Cluster | None = None) -> dict:
+    """audit.check_dir_summary on Dask."""
     from bonuscli import audit
 
-    return _on(cluster, scheduler, lambda c: audit.check_dir(svc, now, engine=c))
+    return _on(cluster, scheduler, lambda c: audit.check_dir_summary(svc, now, engine=c))
 
 
 def impact(old, new, root, now, scheduler: str | None = None, cluster: Cluster | None = None, warn=None) -> dict:

@@ -22,6 +22,7 @@ LAYERS = {
     "bonuscli.channels": 1,
     "bonuscli.requests": 1,
     "bonuscli.workers": 1,
+    "bonuscli.signing": 1,
     "bonuscli.catalog": 2,
     "bonuscli.rules": 1,
     "bonuscli.ledger": 2,

@@ -202,7 +202,10 @@ def test_the_anchor_passes_appends_and_new_ledgers_and_catches_deletion_and_edit
     assert run(story, "check", "--ledgers", "--at", T2, "--save-anchor", anchor)[0] == 0
     ok(story, "earn", B, "100", "--category", "mobile", "--at", T2)
     ok(story, "join", "9162220004", "--region", "RU-MOW", "--at", T2)
-    assert check(story, "--anchor", anchor, at="2025-03-04") == (0, "")
+    digest = json.loads(anchor.read_text())["digest"]
+    assert check(story, "--anchor", anchor, "--anchor-digest", digest, at="2025-03-04") == (0, "")
+    code, err = check(story, "--anchor", anchor, at="2025-03-04")  # passes, but says what it did not check
+    assert code == 0 and err.startswith("warning: the anchor's own authenticity was not checked")
     # an older copy of a whole ledger, re-chained by someone who knows the format
     path = ledger(story, C)
     events = [json.loads(r) for r in lines_of(path)]
@@ -554,3 +557,100 @@ def test_a_batch_holds_its_members_until_their_lines_are_durable(tmp_path):
     assert commit.sync() == {}
     r = subprocess.run(earn, capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
     assert r.returncode == 0, r.stderr
+
+
+# ---------------------------------------------------------------- an anchor's authority lies outside the data directory
+
+
+def save_anchor(data, path, *extra, at=T2):
+    code, doc, err, stderr = run(data, "check", "--ledgers", "--at", at, "--save-anchor", path, *extra, "--json")
+    assert code == 0, stderr
+    return doc["anchor"]
+
+
+def test_an_anchor_rewritten_with_its_own_digest_recomputed_is_refused_by_the_digest_kept(story, tmp_path):
+    """Issue 23, scenario 2: the anchor vouched for itself (its digest is over its own content), so an
+    anchor edited to match a truncated ledger, its digest recomputed, passed. With the digest the
+    operator kept (`--anchor-digest`) it is `anchor-forged`, exit 3."""
+    import hashlib
+
+    anchor = tmp_path / "anchor.json"
+    kept = save_anchor(story, anchor)
+    path = ledger(story, A)
+    lines = path.read_bytes().split(b"\n")[:-1]
+    path.write_bytes(b"\n".join(lines[:-1]) + b"\n")  # the last whole line removed
+    doc = json.loads(anchor.read_text())
+    doc["ledgers"][A] = {"lines": len(lines) - 1, "hash": line_hash(lines[-2])}
+    doc["digest"] = hashlib.sha256(json.dumps(doc["ledgers"], sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    anchor.write_text(json.dumps(doc))
+    code, err = check(story, "--anchor", anchor)
+    assert code == 0, err  # the forgery holds against the anchor alone: the documented limit
+    code, doc2, error, stderr = run(story, "check", "--ledgers", "--at", T2, "--anchor", anchor, "--anchor-digest", kept,
+                                    "--json")
+    assert code == 3 and error["kind"] == "anchor-forged", (code, error)
+    assert str(anchor) in error["message"]
+
+
+def test_anchors_form_a_chain_an_auditor_can_walk(story, tmp_path):
+    first, second = tmp_path / "a1.json", tmp_path / "a2.json"
+    d1 = save_anchor(story, first)
+    ok(story, "earn", B, "100", "--category", "mobile", "--at", T2)
+    d2 = save_anchor(story, second, "--anchor", first, "--anchor-digest", d1)
+    doc = json.loads(second.read_text())
+    assert doc["previous"] == d1 and doc["digest"] == d2 != d1
+    # the chain is part of what the digest covers: a changed `previous` is a forged anchor
+    doc["previous"] = "0" * 64
+    second.write_text(json.dumps(doc))
+    code, _doc, error, _stderr = run(story, "check", "--ledgers", "--at", T2, "--anchor", second, "--anchor-digest", d2,
+                                     "--json")
+    assert code == 3 and error["kind"] == "anchor-forged"
+
+
+def test_anchor_options_need_their_anchor(story, tmp_path):
+    for extra in (["--anchor-digest", "ab"], ["--allowed-signers", str(tmp_path / "s")]):
+        code, _doc, error, _stderr = run(story, "check", "--ledgers", *extra, "--json")
+        assert code == 2 and error["kind"] == "usage"
+    code, _doc, error, _stderr = run(story, "check", "--ledgers", "--sign-key", str(tmp_path / "k"), "--json")
+    assert code == 2 and error["kind"] == "usage"
+
+
+def test_a_deeply_nested_anchor_is_an_unreadable_anchor_not_an_internal_error(story, tmp_path):
+    anchor = tmp_path / "deep.json"
+    anchor.write_text("[" * 100_000 + "]" * 100_000)
+    code, _doc, error, _stderr = run(story, "check", "--ledgers", "--at", T2, "--anchor", anchor, "--json")
+    assert code == 3 and error["kind"] == "anchor-invalid", error
+
+
+needs_ssh_keygen = pytest.mark.skipif(shutil.which("ssh-keygen") is None, reason="OpenSSH's ssh-keygen is not installed")
+
+
+@needs_ssh_keygen
+def test_a_signed_anchor_end_to_end(story, tmp_path):
+    """An anchor signed with a key made by ssh-keygen verifies against an allowed-signers file listing
+    it; a changed anchor, a missing signature, or a key not listed is `anchor-signature`, exit 3."""
+    key = tmp_path / "auditor"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "auditor", "-f", str(key)], check=True)
+    other = tmp_path / "other"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "other", "-f", str(other)], check=True)
+    signers = tmp_path / "allowed_signers"
+    signers.write_text("auditor@example.org " + (tmp_path / "auditor.pub").read_text())
+    anchor = tmp_path / "anchor.json"
+    save_anchor(story, anchor, "--sign-key", key)
+    assert (tmp_path / "anchor.json.sig").read_text().startswith("-----BEGIN SSH SIGNATURE-----")
+    assert check(story, "--anchor", anchor, "--allowed-signers", signers) == (0, "")
+
+    def refused():
+        code, _doc, error, _stderr = run(story, "check", "--ledgers", "--at", T2, "--anchor", anchor,
+                                         "--allowed-signers", signers, "--json")
+        assert code == 3 and error["kind"] == "anchor-signature", (code, error)
+
+    good = anchor.read_bytes()
+    anchor.write_bytes(good.replace(b'"format"', b' "format"', 1))  # one byte more, the same content
+    refused()
+    anchor.write_bytes(good)
+    (tmp_path / "anchor.json.sig").unlink()
+    subprocess.run(["ssh-keygen", "-q", "-Y", "sign", "-f", str(other), "-n", "bonuscli-anchor", str(anchor)],
+                   check=True, capture_output=True, input=b"")
+    refused()  # signed, but by a key not listed
+    (tmp_path / "anchor.json.sig").unlink()
+    refused()  # no signature at all
