@@ -13,7 +13,7 @@ import os
 from decimal import Decimal
 from pathlib import Path
 
-from bonuscli import __version__
+from bonuscli.version import __version__
 from bonuscli.model import (
     Activation,
     Bonuses,

@@ -15,7 +15,7 @@ import sys
 
 import click
 
-from bonuscli import __version__
+from bonuscli.version import __version__
 
 
 class _Lazy:

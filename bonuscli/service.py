@@ -24,7 +24,8 @@ import os
 from pathlib import Path
 from typing import Callable, Optional
 
-from bonuscli import __version__, paths, rules
+from bonuscli import paths, rules
+from bonuscli.version import __version__
 from bonuscli import requests as rq
 from bonuscli.commands import COMMANDS
 from bonuscli.ledger import Conflict, FileStore, LedgerRead, NoCommit, line_hash, torn_warning
@@ -162,8 +163,10 @@ class Service:
             last = m.last_at if current else _last_at(led.events)
             if last is not None and last > t:
                 t = last
-        if (current and m.now is not None and t >= m.now
-                and rules.settled_state(m) and not rules.peers_of(m, t)):
+        if current and m.now is not None and t >= m.now and (
+                # what settled_state and peers_of answer for a member no gift or referral ever touched
+                (not (m.gifts_out or m.gifts_in or m.referrals or m.sched) and m.join is not None)
+                or (rules.settled_state(m) and not rules.peers_of(m, t))):
             rules.advance_to(m, t)
             return m
         m = self._replay(phone, led, t, False)

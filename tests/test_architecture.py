@@ -15,7 +15,8 @@ PKG = Path(__file__).resolve().parent.parent / "bonuscli"
 # rank of each module: a module may import only modules of a strictly lower rank
 # (the rules package is one layer; inside it, RULES_ORDER)
 LAYERS = {
-    "bonuscli": 0,
+    "bonuscli": 6,  # the package: the Python API (bonuscli.api), imported when first used
+    "bonuscli.version": 0,
     "bonuscli.model": 0,
     "bonuscli.paths": 1,
     "bonuscli.render": 1,
@@ -35,6 +36,7 @@ LAYERS = {
     "bonuscli.audit": 5,
     "bonuscli.diff": 5,
     "bonuscli.export": 5,
+    "bonuscli.api": 5,
     "bonuscli.dask_engine": 6,
     "bonuscli.cli": 7,
     "bonuscli.__main__": 8,

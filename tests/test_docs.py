@@ -32,6 +32,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 from pathlib import Path
@@ -255,3 +256,25 @@ def test_links_point_to_files_that_exist(doc):
         if target.startswith(("http://", "https://", "#", "mailto:")):
             continue
         assert (path.parent / target.split("#")[0]).exists(), f"{doc} links to {target}, which does not exist"
+
+
+# ---------------------------------------------------------------- the Python API's page runs
+
+
+def test_every_python_example_of_docs_python_runs(tmp_path, monkeypatch):
+    """docs/python.md's ```python blocks, in order, in one session (each asserts what it shows), in an
+    empty working directory, with the environment the CLI reads set to nonsense: the API reads none."""
+    import subprocess
+    import sys
+
+    text = (ROOT / "docs" / "python.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert len(blocks) >= 3
+    script = tmp_path / "examples.py"
+    script.write_text("\n".join(blocks) + "\nimport sys\nassert 'click' not in sys.modules, 'the API imported Click'\n")
+    env = dict(os.environ, BONUSCLI_DATA_DIR=str(tmp_path / "not-this"), BONUSCLI_CATALOG=str(tmp_path / "nor-this"),
+               BONUSCLI_NOW="1999-01-01")
+    r = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "mobile at 4 RUB" in r.stdout
+    assert not (tmp_path / "not-this").exists()
