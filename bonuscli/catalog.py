@@ -435,8 +435,12 @@ def check_regions(c: _Checker, doc, out: dict) -> None:
 def check_rates(c: _Checker, doc, out: dict) -> None:
     e = doc.get("earning")
     out["categories"], out["ineligible"] = {}, {}
-    if not c.keys(e, "earning", ("categories", "ineligible", "tenure", "card_tiers")):
+    if not c.keys(e, "earning", ("categories", "ineligible", "tenure", "card_tiers"), ("late_days",)):
         return
+    if "late_days" in e:
+        late = c.int_(e, "late_days", "earning", minimum=0, maximum=3660, unit=" days")
+        if late is not None:
+            out["late_days"] = late
     cats = e.get("categories")
     if c.keys(cats, "earning.categories", (), tuple(cats.keys()) if isinstance(cats, dict) else ()):
         for code, spec in cats.items():
@@ -767,7 +771,9 @@ def from_plain(value):
             if cls is None:
                 raise ValueError(f"not a catalog type: {value['$t']!r}")
             return cls(*[from_plain(v) for v in value["f"]])
-        if "$d" in value:
+        if "$d" in value:  # as `to_plain` writes them: texts (a number, NaN... is not a cached catalog)
+            if type(value["$d"]) is not str:
+                raise ValueError("not a cached catalog")
             return Decimal(value["$d"])
         if "$date" in value:
             return dt.date.fromisoformat(value["$date"])
@@ -781,6 +787,119 @@ def from_plain(value):
     return value
 
 
+CACHE_MAX_BYTES = 16 * MAX_BYTES  # the cache of the largest catalog is far smaller: a larger file is no cache
+
+
+def _whole(v, lo: int, hi: int) -> bool:
+    return type(v) is int and lo <= v <= hi
+
+
+def _number(v, lo, hi, decimals=None, positive=True) -> bool:
+    """A finite Decimal in [lo, hi] (> 0 when `positive`), with at most `decimals` decimals."""
+    return (type(v) is Decimal and v.is_finite() and lo <= v <= hi and (v > 0 or not positive)
+            and (decimals is None or _decimals(v) <= decimals))
+
+
+def _text(v, empty=False) -> bool:
+    return type(v) is str and (empty or bool(v.strip()))
+
+
+def _texts(v) -> bool:
+    return type(v) is tuple and set(map(type, v)) <= {str}
+
+
+def _steps_ok(steps, up_max, value_ok, whole_up) -> bool:
+    if type(steps) is not tuple or not steps or any(type(s) is not Step for s in steps):
+        return False
+    bounds = [s.up_to for s in steps]
+    if bounds[-1] is not None or not all(value_ok(s.value) for s in steps):
+        return False
+    ups = bounds[:-1]
+    return (all(_number(u, 0, up_max, positive=False) and (not whole_up or u == u.to_integral_value())
+                for u in ups) and all(a < b for a, b in zip(ups, ups[1:])))
+
+
+def _limits_ok(limits) -> bool:
+    return type(limits) is tuple and all(type(x) is Limit and x.per in PERIODS and _whole(x.max, 1, POINTS_MAX)
+                                         for x in limits)
+
+
+def cached_catalog_ok(cat) -> bool:
+    """A cached catalog holds only what the checks of a catalog file let through: the model's types,
+    each number within the bounds the checks apply, every name it refers to present. The cache is a
+    derived file anyone who can write `cache/` may have planted ({"$d": "NaN"} for a price, a text for
+    a count...): anything else is a miss, and the catalog file is read again."""
+    from bonuscli.model import zone
+
+    try:
+        if not (type(cat) is Catalog and _text(cat.path) and _text(cat.name) and _text(cat.timezone)
+                and _text(cat.short_number, empty=True) and _whole(cat.validity_months, 1, MONTHS_MAX)
+                and _number(cat.amount_max, 0, MONEY_MAX) and type(cat.allow_debt) is bool):
+            return False
+        zone(cat.timezone)
+        closing = cat.closing_date
+        if closing is not None and not (type(closing) is dt.date and YEARS[0] <= closing.year <= YEARS[1]):
+            return False
+        if not (type(cat.regions) is dict and cat.regions
+                and all(type(k) is str and k.split() == [k] and k == k.upper() and _text(v)
+                        for k, v in cat.regions.items())):
+            return False
+        if not (_texts(cat.services_eligible) and _texts(cat.services_ineligible) and _texts(cat.services_default)
+                and set(cat.services_default) <= set(cat.services_eligible + cat.services_ineligible)
+                and _texts(cat.channels)):
+            return False
+        if not (type(cat.methods) is dict and cat.methods and all(
+                _text(k) and type(a) is Activation and _whole(a.hours, 0, HOURS_MAX)
+                and _whole(a.working_days, 0, WORKING_DAYS_MAX) for k, a in cat.methods.items())):
+            return False
+        cats = cat.categories
+        if not (type(cats) is dict and all(
+                type(c) is EarnCategory and c.code == k and _text(k) and type(c.tiered) is bool
+                and type(c.tenure) is bool and _text(c.description, empty=True)
+                and (c.rub_per_point is None if c.tiered else _whole(c.rub_per_point, 1, RATE_MAX))
+                for k, c in cats.items())
+                and type(cat.ineligible) is dict and all(_text(k) and type(v) is str and k not in cats
+                                                         for k, v in cat.ineligible.items())):
+            return False
+        b = cat.bonuses
+        if not (type(b) is Bonuses and all(_whole(getattr(b, f), 0, POINTS_MAX) for f in
+                                           ("welcome", "web_form", "web_profile", "referral", "card_welcome"))
+                and _number(b.card_welcome_threshold, 0, MONEY_MAX) and b.card_welcome_category in cats):
+            return False
+        if not (_steps_ok(cat.tenure, MONTHS_MAX, lambda v: _number(v, 0, COEFFICIENT_MAX, DECIMALS_MAX), True)
+                and _steps_ok(cat.card_tiers, MONEY_MAX,
+                              lambda v: _number(v, 1, RATE_MAX) and v == v.to_integral_value(), False)):
+            return False
+        g = cat.gifts
+        if not (type(g) is GiftRules and type(g.same_region) is bool and _whole(g.accept_days, 1, DAYS_MAX)
+                and all(_whole(getattr(g, f), 1, POINTS_MAX) for f in ("min_points", "per_day", "per_month_points"))):
+            return False
+        rcs = cat.reward_categories
+        if not (type(rcs) is dict and all(type(rc) is RewardCategory and rc.code == k and _text(k)
+                                          and type(rc.name) is str and _limits_ok(rc.limits)
+                                          for k, rc in rcs.items())):
+            return False
+        sd, rewards = cat.store_discount, cat.rewards
+        if not (type(sd) is StoreDiscount and _whole(sd.points_per_rub, 1, RATE_MAX)
+                and _number(sd.max_share, 0, 1, DECIMALS_MAX) and type(rewards) is dict and rewards
+                and sd.reward in rewards):
+            return False
+        for code, r in rewards.items():
+            store = code == sd.reward
+            if not (type(r) is Reward and r.code == code and _text(code) and _text(r.name) and r.category in rcs
+                    and (r.price is None if store else _whole(r.price, 1, POINTS_MAX))
+                    and (store and r.validity_days is None or _whole(r.validity_days, 1, DAYS_MAX))
+                    and type(r.region_prices) is dict
+                    and all(k in cat.regions and _whole(v, 1, POINTS_MAX) for k, v in r.region_prices.items())
+                    and (r.ussd is None or _text(r.ussd)) and (r.sms is None or _text(r.sms))
+                    and _texts(r.channels) and set(r.channels) <= set(cat.channels) and _limits_ok(r.limits)
+                    and type(r.issues_code) is bool):
+                return False
+    except Exception:  # a shape no check foresaw (zone(): an unknown time zone): not a cache to use
+        return False
+    return True
+
+
 def load(path: Path, shown: str, cache_dir: Path | None = None, defer: list | None = None) -> Catalog:
     """A valid Catalog, or FilesError listing every problem (one per line). With `defer`, a cache
     miss appends the function that writes the cache instead of writing it (the caller runs it once
@@ -792,12 +911,14 @@ def load(path: Path, shown: str, cache_dir: Path | None = None, defer: list | No
             cached = _cache_file(cache_dir, key)
             fd = os.open(cached, os.O_RDONLY | os.O_NOFOLLOW)
             with os.fdopen(fd, "rb") as f:
+                if os.fstat(f.fileno()).st_size > CACHE_MAX_BYTES:
+                    raise ValueError("not a catalog cache: too large")
                 doc = _loads(f.read())
             if doc.get("format") == CACHE_FORMAT and doc.get("key") == key:
                 cat = from_plain(doc["catalog"])
-                if isinstance(cat, Catalog) and cat.path == shown:
+                if isinstance(cat, Catalog) and cat.path == shown and cached_catalog_ok(cat):
                     return cat
-        except Exception:  # a cache is only an optimisation: any doubt is a miss
+        except Exception:  # a cache is only an optimisation: any doubt is a miss (RecursionError, MemoryError too)
             pass
     cat, probs = validate(path, shown)
     if probs:

@@ -54,6 +54,7 @@ class Env:
         as_json = self.fmt == "json"
         self.data_dir_text = data_dir or environ.get(ENV_DATA) or None
         self.catalog_text = catalog or environ.get(ENV_CATALOG) or None
+        self.catalog_option = bool(catalog)  # given as --catalog on the command line (not by the environment)
         self.at_text = at if at is not None else (environ.get(ENV_NOW) or None)
         self.as_json = as_json
         self.debug = debug
@@ -103,6 +104,11 @@ class Env:
         return self.service.catalog
 
     def _catalog_error(self, e):
+        if getattr(e, "kind", None) == "catalog-missing" and self.catalog_option:
+            # the --catalog PATH typed leads nowhere: bad input, exit 2 (CLI.md §2), as a missing data
+            # directory is. (A BONUSCLI_CATALOG that leads nowhere stays exit 3, the setup's trouble.)
+            return model.BadInput(f"{e.message} (give an existing file with --catalog PATH, or leave it out "
+                                  "for the installed catalog)", "catalog-missing")
         probs = getattr(e, "problems", None)
         if not probs:
             return e
@@ -248,7 +254,7 @@ class BonusGroup(click.Group):
             click.echo(e.ctx.get_help())
             code = 0
         except click.UsageError as e:
-            msg = e.format_message()
+            msg = _usage_message(e)
             if e.ctx is not None:
                 msg += f" (see `{e.ctx.command_path} --help`)"
             render.error(model.BadInput(msg, "usage"), flags()[0])
@@ -301,8 +307,65 @@ class BonusGroup(click.Group):
         self._last_globals.update(ctx.meta.get("globals", {}))
         try:
             return super().invoke(ctx)
+        except OSError as e:
+            # Caught here, before Click's own handler turns EPIPE into `sys.exit(1)`: a reader that went
+            # away (`| head`) is not a refusal (CLI.md §2: exit 0, quietly). A write to a ledger has
+            # already happened by the time a command prints, and `_finish` still runs.
+            import errno
+
+            if e.errno != errno.EPIPE:
+                raise
+            if not _stdout_gone():
+                raise model.FilesError(f"broken pipe: {e.strerror or e}", "disk") from e
+            _quiet_stdout()
+            return 0
         finally:
             self._last_globals.update(ctx.meta.get("globals", {}))
+
+
+def _usage_message(e: click.UsageError) -> str:
+    """Click's message, on one clean line: a missing option or argument that takes one of a few
+    values lists them as `(choose from: a, b)`, not as Click's tab-indented lines."""
+    param = getattr(e, "param", None)
+    if isinstance(e, click.MissingParameter) and param is not None and isinstance(param.type, click.Choice):
+        choices = ", ".join(str(c) for c in param.type.choices)
+        if isinstance(param, click.Option):
+            return f"Missing option {param.get_error_hint(e.ctx)} (choose from: {choices})"
+        return f"Missing argument '{(param.name or 'VALUE').upper()}' (choose from: {choices})"
+    return e.format_message()
+
+
+def _stdout_gone() -> bool:
+    """Whether stdout is a pipe or socket whose reader has gone (an EPIPE that is stdout's, not, say,
+    a worker's). Without a file descriptor to ask (tests' captured output), assume it is."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return True
+    try:
+        import select
+
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        return any(ev & (select.POLLERR | select.POLLHUP) for _, ev in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # pragma: no cover - no poll on this platform
+        return True
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null, so what is still buffered is dropped silently (at exit too, where
+    Python would otherwise report the broken pipe on stderr)."""
+    try:
+        fd = sys.stdout.fileno()
+        null = os.open(os.devnull, os.O_WRONLY)
+    except (AttributeError, OSError, ValueError):
+        return
+    try:
+        os.dup2(null, fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(null)
 
 
 @click.group(cls=BonusGroup, context_settings={"help_option_names": ["--help", "-h"]})
@@ -790,8 +853,9 @@ HISTORY_TYPES = ("join", "welcome", "earn", "card_welcome", "referral", "redeem"
 
 @command("history")
 @click.argument("phone", shell_complete=complete_phone)
-@click.option("--from", "from_date", help="Only rows on or after this date (YYYY-MM-DD, program time).")
-@click.option("--until", "until_date", help="Only rows on or before this date.")
+@click.option("--from", "from_date", help="Only rows on or after this date (YYYY-MM-DD, or a month YYYY-MM or year "
+              "YYYY from its first day; program time).")
+@click.option("--until", "until_date", help="Only rows on or before this date (a month or year: up to its last day).")
 @click.option("--type", "types", help=f"Only rows of these comma-separated types ({', '.join(HISTORY_TYPES)}).",
               shell_complete=_completer(lambda env: HISTORY_TYPES))
 @click.pass_context
@@ -802,8 +866,7 @@ def history_cmd(ctx, phone, from_date, until_date, types):
     bonuscli history 9161234567 --from 2025-01-01 --type earn,redeem --format csv
     """
     env = env_of(ctx)
-    lo = rq.date(from_date, "--from").isoformat() if from_date else None
-    hi = rq.date(until_date, "--until").isoformat() if until_date else None
+    lo, hi = (d.isoformat() if d else None for d in rq.date_range(from_date, until_date))
     wanted = None
     if types is not None:
         wanted = {t.strip().lower() for t in types.split(",") if t.strip()}
@@ -982,7 +1045,7 @@ def calc_cmd(ctx, amount, category, tenure_months, customer_since, card_last_mon
 @command("forecast")
 @click.argument("phone", shell_complete=complete_phone)
 @click.option("--days", type=click.IntRange(min=0, max=36600), help="Window of N days from today (default 30).")
-@click.option("--until", "until", help="Window up to and including this date.")
+@click.option("--until", "until", help="Window up to and including this date (YYYY-MM-DD, or a month YYYY-MM or year YYYY: its last day).")
 @click.pass_context
 def forecast_cmd(ctx, phone, days, until):
     """Show the points that expire soon (SMS PROGNOS), and a chart of the months ahead.
@@ -993,7 +1056,7 @@ def forecast_cmd(ctx, phone, days, until):
     env = env_of(ctx)
     if days is not None and until is not None:
         raise model.BadInput("give --days or --until, not both", "usage")
-    until_d = rq.date(until, "--until") if until else None
+    until_d = rq.period_bound(until, "--until", end=True) if until else None
     emit(env, env.service.forecast(rq.phone(phone), env.now, days, until_d), human_forecast, lambda v: v["lots"])
 
 
@@ -1272,8 +1335,8 @@ def explain_cmd(ctx, phone, key):
 
 @command("report")
 @click.option("--region", help="Only members of this home region.", shell_complete=complete_region)
-@click.option("--from", "from_date", help="First date of the monthly figures (YYYY-MM-DD).")
-@click.option("--until", "until_date", help="Last date of the monthly figures (YYYY-MM-DD).")
+@click.option("--from", "from_date", help="First date of the monthly figures (YYYY-MM-DD, YYYY-MM or YYYY: its first day).")
+@click.option("--until", "until_date", help="Last date of the monthly figures (YYYY-MM-DD, YYYY-MM or YYYY: its last day).")
 @click.option("--jobs", type=click.IntRange(min=1), help="Processes reading ledgers (default: the core count).")
 @click.option("--engine", type=click.Choice(["local", "dask"]), default="local", show_default=True,
               help="Where whole-directory work runs: this machine's processes, or a Dask cluster.")
@@ -1290,8 +1353,7 @@ def report_cmd(ctx, region, from_date, until_date, jobs, engine, scheduler):
     env = env_of(ctx)
     svc = env.service
     region = rq.region(svc.catalog, region) if region is not None else None
-    f = rq.date(from_date, "--from") if from_date else None
-    u = rq.date(until_date, "--until") if until_date else None
+    f, u = rq.date_range(from_date, until_date)
     svc.require_data()
     if engine == "dask":
         from bonuscli import dask_engine

@@ -165,15 +165,26 @@ def _join_describe(phone, a):
 
 
 def _earn_build(cat, v, today, batch=False):
-    return rq.earn(cat, v.get("phone"), v.get("amount"), v.get("category"), v.get("ref"), ref_required=batch)
+    return rq.earn(cat, v.get("phone"), v.get("amount"), v.get("category"), v.get("ref"), ref_required=batch,
+                   spent_at_text=_get(v, "spent_at", batch))
 
 
 def _earn_decide(cat, ms, t, req, dry_run=False, explain=False):
-    return rules.earn(cat, ms[req.phone], t, req.amount, req.category, req.ref, dry_run=dry_run, explain=explain)
+    return rules.earn(cat, ms[req.phone], t, req.amount, req.category, req.ref, dry_run=dry_run, explain=explain,
+                      spent_at=req.spent_at)
+
+
+def _earn_values(e, ctx):
+    v = {"amount": e["amount"], "category": e["category"]}
+    for k in ("ref", "spent_at"):
+        if e.get(k) is not None:
+            v[k] = e[k]
+    return v
 
 
 def _earn_describe(phone, a):
-    return f"earn {phone} {a['amount']} --category {a['category']}" + (f" --ref {a['ref']}" if a.get("ref") else "")
+    return (f"earn {phone} {a['amount']} --category {a['category']}" + (f" --ref {a['ref']}" if a.get("ref") else "")
+            + (f" --spent-at {a['spent_at']}" if a.get("spent_at") else ""))
 
 
 def _refund_build(cat, v, today, batch=False):
@@ -300,15 +311,16 @@ COMMANDS = {c.name: c for c in (
                 Param("customer_since", "--customer-since", "Date the subscriber became a customer (default: today)."),
                 Param("referrer", "--referrer", "Phone of the member who invited this one.", "phone"),
                 Param("services", "--services", "Comma-separated services (default mobile)."))),
-    Command("earn", ("phone", "amount", "category", "ref"), _earn_build, _one, _earn_decide,
-            Scenario(("phone", "amount"), {"category": "--category", "ref": "--ref"}, {"dry_run": "--dry-run"},
-                     ("phone", "amount", "category")),
-            ("earn",), lambda e, ctx: {"amount": e["amount"], "category": e["category"],
-                                                      **({"ref": e["ref"]} if e.get("ref") is not None else {})},
-            {}, _earn_describe, (("phone", "amount", "category", "ref"), ("at",)), priority=2, cli=(
+    Command("earn", ("phone", "amount", "category", "ref", "spent_at"), _earn_build, _one, _earn_decide,
+            Scenario(("phone", "amount"), {"category": "--category", "ref": "--ref", "spent_at": "--spent-at"},
+                     {"dry_run": "--dry-run"}, ("phone", "amount", "category")),
+            ("earn",), _earn_values,
+            {}, _earn_describe, (("phone", "amount", "category", "ref"), ("at", "spent_at")), priority=2, cli=(
                 Param("phone", complete="phone"), Param("amount"),
                 Param("category", "--category", "Spending category (mobile, card, taxi, ...).", "category"),
-                Param("ref", "--ref", "Transaction id: a repeat with the same ref changes nothing."))),
+                Param("ref", "--ref", "Transaction id: a repeat with the same ref changes nothing."),
+                Param("spent_at", "--spent-at", "When the spending happened, if before this booking (a late "
+                      "partner file): its rates are those of then."))),
     Command("redeem", ("phone", "code", "via", "price", "points"), _redeem_build, _one, _redeem_decide,
             Scenario(("phone", "code"), {"via": "--via", "price": "--price", "points": "--points"}, {},
                      ("phone", "code")),

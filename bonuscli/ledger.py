@@ -25,10 +25,11 @@ from bonuscli.model import EVENT_TYPES, SCHEMA_VERSION, FilesError, Record
 try:  # a fast decoder when installed (docs/performance.md: ~5x faster than json.loads a line)
     from orjson import JSONDecodeError as _DecodeError
     from orjson import loads as _loads
+    _json_loads = None
 except ImportError:  # pragma: no cover - orjson is a dependency; the stdlib gives the same values
     import json
 
-    _loads = json.loads
+    _loads = _json_loads = json.loads
     _DecodeError = json.JSONDecodeError
 
 def _json():
@@ -40,6 +41,28 @@ def _json():
 
 LOCK_TIMEOUT = 10.0
 REQUIRED = ("v", "id", "type", "at")
+# A snapshot larger than this (bytes) is not one: a state is smaller than the lines it was replayed
+# from (a 27.6 MB ledger of 100,000 events gives a 14.3 MB snapshot).
+SNAPSHOT_RATIO = 2
+SNAPSHOT_SLACK = 1 << 20
+
+
+def _int64(text: str) -> int:
+    """An integer of a snapshot read by the stdlib decoder: within 64 bits, as orjson reads them."""
+    if len(text) > 20:
+        raise ValueError("an integer beyond 64 bits")
+    n = int(text)
+    if not -(1 << 63) <= n < (1 << 64):
+        raise ValueError("an integer beyond 64 bits")
+    return n
+
+
+def _loads_snapshot(data: bytes):
+    """A snapshot's JSON, its integers within 64 bits: orjson reads a longer one as a float (which no
+    snapshot holds where an integer belongs); the stdlib decoder is held to the same."""
+    if _loads is not _json_loads:
+        return _loads(data)
+    return _json_loads(data, parse_int=_int64)  # pragma: no cover - orjson is a dependency
 
 
 def _dumps(doc) -> bytes:
@@ -289,9 +312,17 @@ def _open_error(path: Path, e: OSError, fix: str, what: str, kind: str) -> Files
     return FilesError(f"cannot open {what} {path}: {e.strerror or e}", kind)
 
 
-def _read_bytes(path: Path, start: int = 0) -> bytes:
+def writable_by_others(path) -> FilesError:
+    """A ledger that users other than its owner may write: refused before it is read, as a directory
+    others may write is (`FileStore.check_dirs`); bonuscli creates every ledger 0600."""
+    return FilesError(f"{path} can be written by users other than its owner, who could change the points in it; "
+                      f"bonuscli neither reads nor writes it until you fix that with `chmod go-w {path}` "
+                      "(bonuscli creates ledgers 0600)", "ledger-permissions")
+
+
+def _read_bytes(path: Path, start: int = 0, ledger: bool = False) -> bytes:
     """A file's bytes from byte `start` on, never through a symbolic link (FileNotFoundError when there
-    is none)."""
+    is none). A `ledger` that users other than its owner may write is refused (`writable_by_others`)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
     except OSError as e:
@@ -299,7 +330,10 @@ def _read_bytes(path: Path, start: int = 0) -> bytes:
             raise _open_error(path, e, "replace it with the real file", "file", "unsafe-file")
         raise
     try:
-        size = os.fstat(fd).st_size - start
+        st = os.fstat(fd)
+        if ledger and st.st_mode & 0o022:
+            raise writable_by_others(path)
+        size = st.st_size - start
         if start:
             os.lseek(fd, start, os.SEEK_SET)
         chunks = [os.read(fd, max(size, 0) + 1 if size < (1 << 30) else 1 << 30)]
@@ -320,8 +354,8 @@ def read_after(path: Path, offset: int, last_len: int, last_hash: str, first: in
     if start < 0:
         return None
     try:
-        data = _read_bytes(path, start)  # only from the line the snapshot ends on
-    except OSError:
+        data = _read_bytes(path, start, ledger=True)  # only from the line the snapshot ends on
+    except (OSError, OverflowError):  # gone, or an offset no file has: read it whole
         return None
     end = offset - start  # where that line's newline ends, in `data`
     if len(data) < end or data[end - 1:end] != b"\n":
@@ -339,9 +373,10 @@ def read_after(path: Path, offset: int, last_len: int, last_hash: str, first: in
 
 
 def read(path: Path, phone: str | None = None) -> LedgerRead:
-    """A whole ledger; with `phone`, its chain verified first (FilesError `ledger-tampered`)."""
+    """A whole ledger; with `phone`, its chain verified first (FilesError `ledger-tampered`). A ledger
+    others may write is refused (FilesError `ledger-permissions`)."""
     try:
-        data = _read_bytes(path)
+        data = _read_bytes(path, ledger=True)
     except FileNotFoundError:
         return LedgerRead(path, (), None, 0, exists=False)
     except OSError as e:
@@ -356,9 +391,10 @@ def read(path: Path, phone: str | None = None) -> LedgerRead:
 
 def read_checked(path: Path, phone: str) -> tuple:
     """(the whole ledger, every (line, message) of its chain's problems), from one read of the file
-    (`check --ledgers`). Raises FilesError as `read` does for a file that cannot be read or parsed."""
+    (`check --ledgers`). Raises FilesError as `read` does for a file that cannot be read or parsed, or
+    that others may write."""
     try:
-        data = _read_bytes(path)
+        data = _read_bytes(path, ledger=True)
     except FileNotFoundError:
         return LedgerRead(path, (), None, 0, exists=False), []
     except OSError as e:
@@ -677,13 +713,35 @@ class FileStore:
         return self.path(phone).parent.parent / "cache" / "members" / f"{phone}.json"
 
     def load_snapshot(self, phone: str):
-        """The saved document, or None. Any problem with the file is a miss; nothing is executed."""
-        self.path(phone)  # a normalised phone, or ValueError
+        """The saved document, or None. Any problem with the file is a miss, never an error: unreadable,
+        not JSON, nested too deeply, an integer beyond 64 bits, or larger than its ledger could explain
+        (a state holds less than the lines it was replayed from). Nothing is executed. What the values
+        are worth is for `Service._resume` to check."""
+        ledger = self.path(phone)  # a normalised phone, or ValueError
         try:
-            doc = _loads(_read_bytes(f"{self.root}/cache/members/{phone}.json"))
-            return doc if isinstance(doc, dict) else None
-        except (OSError, ValueError, FilesError):
+            fd = os.open(f"{self.root}/cache/members/{phone}.json",
+                         os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+        except OSError:
             return None
+        try:
+            limit = SNAPSHOT_SLACK + SNAPSHOT_RATIO * os.stat(ledger).st_size
+            if os.fstat(fd).st_size > limit:
+                return None
+            chunks, size = [], 0
+            while True:  # read to the end, but never past the limit however the file grows meanwhile
+                chunk = os.read(fd, min(1 << 24, limit + 1 - size))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > limit:
+                    return None
+            doc = _loads_snapshot(b"".join(chunks))
+            return doc if isinstance(doc, dict) else None
+        except (OSError, ValueError, FilesError, RecursionError, MemoryError):
+            return None
+        finally:
+            os.close(fd)
 
     def save_snapshot(self, phone: str, doc: dict) -> None:
         path = self.snapshot_path(phone)

@@ -210,6 +210,7 @@ class Catalog(Record):
     channels: tuple
     reward_categories: dict  # code -> RewardCategory
     rewards: dict  # code -> Reward, in file order
+    late_days: int = 90  # earning.late_days: how long before its booking a late spending may be (RULES.md §3)
 
     @property
     def tz(self):
@@ -265,11 +266,14 @@ def normalize_phone(text: str) -> str:
 
 
 _MONEY = re.compile(r"^[0-9]{1,16}(\.[0-9]{1,2})?$")
+_SIGNED = re.compile(r"^-[0-9]{1,16}(\.[0-9]{1,16})?$")  # a negative number (or -0), however many decimals
 
 
 def parse_amount(text, maximum: Decimal = Decimal("1000000"), what: str = "amount") -> Decimal:
     """Roubles, > 0, at most `maximum`, at most 2 decimals; never rounded."""
     s = str(text).strip()
+    if _SIGNED.match(s) and Decimal(s) <= 0:  # -50, -0.5, -1.234: the sign is the mistake, not the decimals
+        raise BadInput(f"{what} must be more than 0 (got {text!r})", "bad-amount")
     if not _MONEY.match(s):
         raise BadInput(
             f"{what} must be a number of roubles with at most 2 decimals, e.g. 499.90 (got {text!r})",

@@ -139,6 +139,50 @@ def date(text, what: str = "date") -> dt.date:
     return parse_date(text, what)
 
 
+_YEAR_ONLY = re.compile(r"^([0-9]{4})$")
+_YEAR_MONTH = re.compile(r"^([0-9]{4})-([0-9]{2})$")
+
+
+def period_bound(text, what: str = "--from", end: bool = False) -> dt.date:
+    """A `--from`/`--until` DATE: `YYYY-MM-DD`, a month `YYYY-MM` or a year `YYYY` (CLI.md §4): a
+    month or year starts on its first day (`--from`) and ends on its last (`--until`, `end`)."""
+    s = "" if text is None else str(text).strip()
+    shape = f"{what} must be a date YYYY-MM-DD, a month YYYY-MM or a year YYYY"
+    if len(s) > SHOWN_MAX:
+        raise BadInput(f"{shape} (got {shown(text)})", "bad-date")
+    year = _YEAR_ONLY.match(s)
+    month = _YEAR_MONTH.match(s)
+    if not (year or month):
+        try:
+            return date(s, what)
+        except BadInput as e:
+            if "must be between" in e.message:
+                raise
+            raise BadInput(f"{shape} (got {shown(text)})", "bad-date") from None
+    y = int((year or month).group(1))
+    m = int(month.group(2)) if month else (12 if end else 1)
+    if not YEARS[0] <= y <= YEARS[1]:
+        raise BadInput(f"{what} must be between {YEARS[0]} and {YEARS[1]} (got {shown(text)})", "bad-date")
+    if not 1 <= m <= 12:
+        raise BadInput(f"{shape}; there is no month {m:02d} (got {shown(text)})", "bad-date")
+    if not end:
+        return dt.date(y, m, 1)
+    import calendar
+
+    return dt.date(y, m, calendar.monthrange(y, m)[1])
+
+
+def date_range(from_text, until_text, from_what: str = "--from", until_what: str = "--until"):
+    """`--from`/`--until` as (first day, last day), each None when not given; a range that ends
+    before it starts is bad input (exit 2), never an empty answer."""
+    lo = period_bound(from_text, from_what) if from_text is not None else None
+    hi = period_bound(until_text, until_what, end=True) if until_text is not None else None
+    if lo is not None and hi is not None and hi < lo:
+        raise BadInput(f"{until_what} {shown(until_text)} ends before {from_what} {shown(from_text)} starts "
+                       f"({hi.isoformat()} is before {lo.isoformat()}): swap them?", "bad-date")
+    return lo, hi
+
+
 _DATE_WITH_OFFSET = re.compile(r"^(\d{4}-?\d{2}-?\d{2})([zZ]|[+-]\d{2}(?::?\d{2})?)$")
 _FRACTION = re.compile(r"\d[.,]\d")
 
@@ -260,6 +304,13 @@ def total_rub(text, what: str) -> Decimal:
         return Decimal(0)
     if len(str(text).strip()) > SHOWN_MAX:
         raise BadInput(f"{what} must be a number of roubles with at most 2 decimals (got {shown(text)})", "bad-amount")
+    if str(text).strip().startswith("-"):
+        try:
+            negative = Decimal(str(text).strip()) < 0
+        except ArithmeticError:
+            negative = False
+        if negative:
+            raise BadInput(f"{what} must be 0 or more (got {shown(text)})", "bad-amount")
     return parse_amount(text, Decimal("1000000000000"), what)
 
 
@@ -309,14 +360,18 @@ class Earn(Record):
     amount: Decimal
     category: str
     ref: Optional[str]
+    spent_at: Optional[dt.datetime] = None  # a late spending's own moment (RULES.md §3, Late spendings)
 
 
-def earn(cat: Catalog, phone_text, amount_text, category_text, ref_text=None, ref_required=False) -> Earn:
+def earn(cat: Catalog, phone_text, amount_text, category_text, ref_text=None, ref_required=False,
+         spent_at_text=None) -> Earn:
     p = phone(phone_text)
     a = amount(amount_text, cat)
     c = category(cat, category_text)
     r = ref(ref_text, "ref" if ref_required else "--ref") if (ref_required or ref_text is not None) else None
-    return Earn(p, a, c, r)
+    spent = when(spent_at_text, cat.tz, "spent_at" if ref_required else "--spent-at") \
+        if spent_at_text is not None else None
+    return Earn(p, a, c, r, spent)
 
 
 class Refund(Record):

@@ -122,10 +122,43 @@ def _mapping(node):
     return {str(_plain(k)): (k, v) for k, v in node.value}
 
 
+MAX_DEPTH = 64  # a scenario nests a handful of levels; `[[[[...` thousands deep is bad input, never a crash
+
+
+def _too_deep(text: str):
+    """The line where the nesting goes deeper than MAX_DEPTH, else None. Counted on the scanner's
+    tokens, which do not recurse, before the composer (in C it would crash) or `_plain` (Python's
+    recursion limit) go down into it; as catalog.too_deep does for catalogs."""
+    import yaml
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    opens = (yaml.BlockMappingStartToken, yaml.BlockSequenceStartToken, yaml.FlowMappingStartToken,
+             yaml.FlowSequenceStartToken)
+    closes = (yaml.BlockEndToken, yaml.FlowMappingEndToken, yaml.FlowSequenceEndToken)
+    depth = 0
+    try:
+        for token in yaml.scan(text, Loader=loader):
+            if isinstance(token, opens):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    return token.start_mark.line + 1
+            elif isinstance(token, closes):
+                depth -= 1
+    except yaml.MarkedYAMLError as e:  # PyYAML >= 6.0.4 has a nesting limit of its own; else: malformed,
+        mark = e.problem_mark or e.context_mark  # which the composer reports below
+        return (mark.line + 1 if mark else 1) if "nesting" in str(e.problem or "") else None
+    except yaml.YAMLError:
+        return None
+    return None
+
+
 def parse(path: str, text: str):
     """(Scenario or None, [Problem]) for a scenario file's text."""
     import yaml
 
+    deep = _too_deep(text)
+    if deep is not None:
+        return None, [Problem(path, deep, f"nested more than {MAX_DEPTH} levels deep (a scenario needs a few)")]
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
         root = yaml.compose(text, Loader=loader)
@@ -134,6 +167,17 @@ def parse(path: str, text: str):
         return None, [Problem(path, mark.line + 1 if mark else 1, f"malformed YAML: {e.problem or e.context}")]
     except yaml.YAMLError as e:
         return None, [Problem(path, 1, f"malformed YAML: {e}")]
+    except RecursionError:  # the pure-Python composer recurses; MAX_DEPTH keeps it far from the limit
+        return None, [Problem(path, 1, f"nested more than {MAX_DEPTH} levels deep (a scenario needs a few)")]
+    try:
+        return _parse_root(path, root)
+    except RecursionError:
+        return None, [Problem(path, 1, f"nested more than {MAX_DEPTH} levels deep (a scenario needs a few)")]
+
+
+def _parse_root(path: str, root):
+    import yaml
+
     problems: list = []
     if root is None:
         return None, [Problem(path, 1, "the scenario is empty; it needs `steps:`")]

@@ -78,6 +78,224 @@ def _last_at(events) -> Optional[int]:
     return None
 
 
+# ---------------------------------------------------------------- snapshots: trusted in shape only
+#
+# A snapshot is a derived file that whoever can write `cache/` may have planted. Before one is used,
+# every value a command will read from it must have the type and the range a replay gives it, so that
+# nothing after the resume (a view, a decision, the stamping, a batch's next rows) can fail on it or
+# answer otherwise than without it: an offset of 10**30 or -1, a text where a number belongs, a lot
+# that is not a list, a date that is not one... make it a miss, and the ledger is replayed as if the
+# file were absent. Whether the values are the ones a replay would give is what `check --ledgers`
+# verifies (and a write verifies every line after the snapshot).
+#
+# Cost: the long lists (lots, earn records) are checked a field at a time with `map`, `set`, `min`
+# and `max`, which run in C. A read checks what a read uses (each lot's expiry and points, and the
+# short lists); a decision also checks the rest of each lot and every earn record, which only
+# decisions read (a refund of any of them may come).
+
+_I64 = (1 << 63) - 1  # what 64-bit JSON readers and `lseek` hold
+_DAY_MIN, _DAY_MAX = dt.date(1800, 1, 1).toordinal(), dt.date(9900, 12, 31).toordinal()  # far beyond any rule
+_T_MIN = (_DAY_MIN - dt.date(1970, 1, 1).toordinal()) * 86400
+_T_MAX = (_DAY_MAX - dt.date(1970, 1, 1).toordinal()) * 86400
+# what a planted value can raise anywhere on the way: a snapshot is then ignored, never an error
+SNAPSHOT_ERRORS = (KeyError, TypeError, ValueError, IndexError, AttributeError, ArithmeticError, RecursionError,
+                   MemoryError)
+_GIFT_FINAL = frozenset({"cancelled", "accepted", "rejected", "returned", "forfeited", "expired"})
+_HEX = frozenset("0123456789abcdef")
+_INT, _STR, _LIST = frozenset({int}), frozenset({str}), frozenset({list})
+_STAMP_SHAPE = bytes.maketrans(b"123456789+", b"000000000-")  # `2025-03-01T12:00:00+03:00` -> _STAMP
+_STAMP = b"0000-00-00T00:00:00-00:00\n"
+
+
+def _int(v, lo: int = 0, hi: int = _I64) -> bool:
+    return type(v) is int and lo <= v <= hi
+
+
+def _opt_int(v, lo: int = 0, hi: int = _I64) -> bool:
+    return v is None or (type(v) is int and lo <= v <= hi)
+
+
+def _str(v) -> bool:
+    return type(v) is str
+
+
+def _opt_str(v) -> bool:
+    return v is None or type(v) is str
+
+
+def _any_int(v) -> bool:
+    return _int(v, -_I64)
+
+
+def _instant(v) -> bool:
+    return _int(v, _T_MIN, _T_MAX)
+
+
+def _opt_instant(v) -> bool:
+    return _opt_int(v, _T_MIN, _T_MAX)
+
+
+def _instant_text(v) -> bool:
+    """A text `rules.instant` reads, within the years a calendar handles."""
+    try:
+        return type(v) is str and _T_MIN <= rules.instant(v) <= _T_MAX
+    except SNAPSHOT_ERRORS:
+        return False
+
+
+def _date_text(v) -> bool:
+    try:
+        return type(v) is str and _DAY_MIN <= dt.date.fromisoformat(v).toordinal() <= _DAY_MAX
+    except ValueError:
+        return False
+
+
+def _ints(column, lo: Optional[int] = None, hi: Optional[int] = None) -> bool:
+    """Every value an int (not a bool, a float, a text), in [lo, hi] when given. (A snapshot's
+    integers are within 64 bits: `ledger.load_snapshot` reads no longer one.)"""
+    if lo is None and hi is None:
+        return set(map(type, column)) <= _INT
+    column = list(column)
+    return not column or (set(map(type, column)) == _INT and (lo is None or lo <= min(column))
+                          and (hi is None or max(column) <= hi))
+
+
+def _strs(column) -> bool:
+    return set(map(type, column)) <= _STR
+
+
+def _stamps(values: list) -> bool:
+    """`_instant_text` for many texts at once: each is the stamp ledgers write
+    (`2025-03-01T12:00:00+03:00`: checked in C), and each distinct date in it a date."""
+    from array import array
+
+    n = len(values)
+    if not n:
+        return True
+    try:
+        text = ("\n".join(values) + "\n").encode("ascii")
+    except UnicodeEncodeError:
+        return False
+    if text.translate(_STAMP_SHAPE) != _STAMP * n:
+        return False
+    days = bytearray(8 * n)  # YYYYMMDD of each, gathered by strided copies, read as 64-bit integers
+    for i, at in enumerate((0, 1, 2, 3, 5, 6, 8, 9)):
+        days[i::8] = text[at::26]
+    return all(_date_text(f"{d[:4]}-{d[4:6]}-{d[6:]}")
+               for d in (int.to_bytes(v, 8, "little").decode() for v in set(array("Q", days))))
+
+
+def _record(d, fields: dict, optional: Optional[dict] = None) -> bool:
+    """A dict with exactly these keys (and any of `optional`), each value passing its check."""
+    if type(d) is not dict or not all(k in d and ok(d[k]) for k, ok in fields.items()):
+        return False
+    return len(d) == len(fields) or all(k in fields or (optional and k in optional and optional[k](v))
+                                        for k, v in d.items())
+
+
+def _bonuses(v) -> bool:
+    return type(v) is list and all(_record(b, {"reason": _str, "points": _int}) for b in v)
+
+
+def _rows(v, width: int, *checks) -> bool:
+    """A list of lists of `width` items, the i-th passing checks[i]."""
+    return type(v) is list and all(type(r) is list and len(r) == width and all(ok(x) for ok, x in zip(checks, r))
+                                   for r in v)
+
+
+_JOIN = {"id": _str, "type": lambda v: v == "join", "at": _instant_text, "region": _str, "method": _str,
+         "customer_since": _date_text, "active_from": _instant_text}
+_REFUND_VIEW = {"phone": _str, "ref": _str, "amount": _str, "points": _any_int, "points_taken": _any_int,
+                "debt": _any_int, "not_recovered": _any_int, "refund_ref": _opt_str}
+_ADJUST_VIEW = {"phone": _str, "points": _any_int, "reason": _str, "ref": _opt_str}
+_GIFT_OUT = {"id": _str, "gift_id": _str, "to": _str, "points": _int, "offered_at": _instant, "deadline": _instant,
+             "lots": lambda v: _rows(v, 3, lambda x: _int(x, _DAY_MIN, _DAY_MAX), _int, lambda x: _int(x, 0, 1)),
+             "lost": _int, "status": lambda v: v in _GIFT_FINAL, "outcome": lambda v: v in _GIFT_FINAL,
+             "when": _instant}
+_GIFT_IN = {"id": _str, "gift_id": _str, "from": _str, "points": _int, "offered_at": _instant, "deadline": _instant,
+            "lots": lambda v: _rows(v, 2, lambda x: _int(x, _DAY_MIN, _DAY_MAX), _int),
+            "status": lambda v: v in _GIFT_FINAL, "at": _opt_instant}
+_REFERRAL = {"id": _str, "referral_id": _str, "invitee": _str, "points": _int,
+             "status": lambda v: v in ("credited", "void"), "credit_at": _opt_instant}
+
+
+def _values(d, ok, key=None) -> bool:
+    """A dict of records passing `ok`, each filed under its own `key` field."""
+    return type(d) is dict and all(ok(v) and (key is None or v[key] == k) for k, v in d.items())
+
+
+def snapshot_header_ok(doc, phone: str, key: str, full: bool) -> bool:
+    """The fields that say which lines a snapshot covers: this phone, catalog and state format, and
+    numbers a file can hold (an offset of 10**30 or -1, a text, a float: not a snapshot). A decision
+    (`full`) needs one made from verified lines."""
+    if type(doc) is not dict:
+        return False
+    lines, offset, last_len, last_hash = doc.get("lines"), doc.get("offset"), doc.get("last_len"), doc.get("last_hash")
+    return (type(doc.get("format")) is int and doc["format"] == rules.STATE_FORMAT and doc.get("key") == key
+            and doc.get("phone") == phone and _instant(doc.get("at")) and type(doc.get("verified")) is bool
+            and (doc["verified"] or not full)
+            and _int(lines, 1) and _int(last_len) and _int(offset, 1) and last_len < offset and lines <= offset
+            and type(last_hash) is str and len(last_hash) == 32 and set(last_hash) <= _HEX
+            and type(doc.get("state")) is dict)
+
+
+def snapshot_state_ok(doc: dict, phone: str, full: bool) -> bool:
+    """Every value of a snapshot's state that the command will read has the type and range a replay
+    gives it (see above); `full`: a decision's, which may read any of it."""
+    from operator import itemgetter
+
+    from bonuscli.rules import member as mm
+
+    st = doc["state"]
+    at = doc["at"]
+    if set(st) != set(rules.STATE_FIELDS) or st["phone"] != phone:
+        return False
+    if not (_int(st["count"], 1, doc["lines"]) and st["last_at"] == at and st["now"] == at and type(at) is int
+            and _opt_int(st["left_at"], _T_MIN, at) and _int(st["debt"]) and _int(st["repaid"]) and _int(st["seq"])
+            and type(st["card_welcome_given"]) is bool and type(st["sealed"]) is list and _strs(st["sealed"])):
+        return False
+    joins, totals = st["joins"], st["totals"]
+    if not (type(joins) is list and joins and _int(st["join"], 0, len(joins) - 1)
+            and all(type(j) is dict and all(k in j and ok(j[k]) for k, ok in _JOIN.items())
+                    and _bonuses(j.get("welcome", [])) and _opt_str(j.get("referral_id")) for j in joins)
+            and type(totals) is dict and set(totals) == set(mm.TOTALS) and all(map(_int, totals.values()))):
+        return False
+    if st["left_at"] is not None and st["left_at"] < rules.instant(joins[st["join"]]["at"]):
+        return False  # one leaves after joining
+    if not (_rows(st["month_spend"], 3, _str, _int, _any_int)
+            and _rows(st["orders"], 5, _instant, _str, _str, _opt_instant, _str)
+            and _values(st["refunds"], lambda v: _record(v, _REFUND_VIEW), "refund_ref")
+            and _values(st["adjusts"], lambda v: _record(v, _ADJUST_VIEW), "ref")
+            and _values(st["gifts_out"], lambda v: _record(v, _GIFT_OUT, {"settled_at": _instant}), "gift_id")
+            and _values(st["gifts_in"], lambda v: _record(v, _GIFT_IN), "gift_id")
+            and _values(st["referrals"], lambda v: _record(v, _REFERRAL), "referral_id")
+            and all(v["phone"] == phone for d in (st["refunds"], st["adjusts"]) for v in d.values())):
+        return False
+    lots, earns = st["lots"], st["earns"]
+    if type(lots) is not list or type(earns) is not dict:
+        return False
+    if lots:  # [expires_on, seq, points, id, reason, credited_at, original]
+        if set(map(type, lots)) != _LIST or not _ints(map(itemgetter(mm.EXP), lots), _DAY_MIN, _DAY_MAX) \
+                or not _ints(map(itemgetter(mm.PTS), lots)):
+            return False  # a read uses each lot's expiry (a date) and points
+        if full and not (set(map(len, lots)) == {7} and _ints(map(itemgetter(mm.SEQ), lots), None, st["seq"])
+                         and _strs(map(itemgetter(mm.LID), lots))):
+            return False  # a new lot sorts after every lot (bisect compares no further); spending names lots
+    if full and earns:  # [id, at, kopecks, category, points, coefficient, rub/point, bonuses, kopecks, points, ym]
+        # each read by a decision that names its ref (its id is only compared)
+        recs = list(earns.values())
+        if not (set(map(type, recs)) == _LIST and set(map(len, recs)) == {11}
+                and _strs(map(itemgetter(mm.E_CAT), recs)) and _strs(map(itemgetter(mm.E_COEF), recs))
+                and _ints(map(itemgetter(mm.E_AMOUNT), recs)) and _ints(map(itemgetter(mm.E_POINTS), recs))
+                and _ints(map(itemgetter(mm.E_RPP), recs)) and _ints(map(itemgetter(mm.E_REF_AMOUNT), recs))
+                and _ints(map(itemgetter(mm.E_REF_POINTS), recs)) and _ints(map(itemgetter(mm.E_YM), recs))
+                and set(map(type, map(itemgetter(mm.E_BONUSES), recs))) == _LIST
+                and all(map(_bonuses, filter(None, map(itemgetter(mm.E_BONUSES), recs))))
+                and _stamps(list(map(itemgetter(mm.E_AT), recs)))):
+            return False
+    return True
+
+
 class Service:
     """A data directory (or a MemoryStore) under one catalog."""
 
@@ -227,13 +445,11 @@ class Service:
         if doc is None:
             return None
         try:
-            if (doc.get("format") != rules.STATE_FORMAT or doc.get("key") != self.key or doc.get("phone") != phone
-                    or not isinstance(doc.get("at"), int)):
+            # a decision needs every line verified: a snapshot whose lines were not is not used for one
+            if not snapshot_header_ok(doc, phone, self.key, full):
                 return None
-            if full and doc.get("verified") is not True:
-                return None  # a decision needs every line verified: the snapshot's lines were not
-            tail = self.store.read_after(phone, int(doc["offset"]), int(doc["last_len"]), str(doc["last_hash"]),
-                                         int(doc["lines"]) + 1, verify=full)
+            tail = self.store.read_after(phone, doc["offset"], doc["last_len"], doc["last_hash"], doc["lines"] + 1,
+                                         verify=full)
             if tail is None:
                 return None
             at = doc["at"]
@@ -246,8 +462,10 @@ class Service:
                     t = last
             if t < at:
                 return None  # asked as of a moment before the snapshot: replay from scratch
+            if not snapshot_state_ok(doc, phone, full):
+                return None  # a planted or damaged state: as if there were no snapshot
             m = self._replay(phone, tail, t, False, base_doc=doc, verified=full)
-        except (KeyError, TypeError, ValueError, IndexError, AttributeError):
+        except SNAPSHOT_ERRORS:
             return None
         self.stats["resumed"] += 1
         ledgers[phone] = tail

@@ -35,24 +35,12 @@ from bonuscli.rules.member import (
     PTS,
     Member,
 )
-from bonuscli.rules.status import already_left, in_order, must_be_active, not_member, status
+from bonuscli.rules.links import gift_id_for, voucher_code
+from bonuscli.rules.status import already_left, in_order, late_spending, must_be_active, not_member, status
 
 
 def _t(now) -> int:
     return now if isinstance(now, int) else seconds(now)
-
-
-def gift_id_for(sender: str, recipient: str, at: str, count: int, salt: int = 0) -> str:
-    import hashlib
-
-    h = hashlib.sha256(f"{sender}>{recipient}@{at}#{count}/{salt}".encode()).digest()
-    alphabet = "abcdefghjkmnpqrstuvwxyz23456789"
-    n = int.from_bytes(h[:8], "big")
-    out = []
-    for _ in range(6):
-        n, r = divmod(n, len(alphabet))
-        out.append(alphabet[r])
-    return "g" + "".join(out)
 
 
 def _repay(m: Member, points: int) -> int:
@@ -164,7 +152,10 @@ def earn_view(m: Member, amount: str, category: str, points: int, coefficient: s
 
 
 def earn(cat: Catalog, m: Member, now, amount: Decimal, category: str, ref=None, dry_run=False,
-         explain=True) -> Decision | Refusal:
+         explain=True, spent_at=None) -> Decision | Refusal:
+    """A spending booked at `now` (RULES.md §3). `spent_at`: a late spending's own moment, earlier
+    than the booking: its rate, tenure coefficient and card tier are those in force then; its lot
+    expires counting from the booking."""
     if category not in cat.categories and category not in cat.ineligible:
         return Refusal(2, "unknown-category",
                        f"unknown category '{category}' (earning: {', '.join(cat.categories)})")
@@ -180,15 +171,26 @@ def earn(cat: Catalog, m: Member, now, amount: Decimal, category: str, ref=None,
                        ({"rule": "ineligible", "detail": f"{category} is listed under earning.ineligible",
                          "category": category},))
     t = _t(now)
-    bad = in_order(m, t) or must_be_active(m, t, "earning")
+    bad = in_order(m, t)
+    if bad:  # a partner's late file: booked now, with the spending's own moment
+        return bad._replace(message=bad.message + "; or book a late spending now with its own moment as "
+                            "--spent-at (a batch's spent_at column)")
+    bad = must_be_active(m, t, "earning")
     if bad:
         return bad
     cal = m.cal
     today = cal.day(t)
     ym = cal.ym(today)
+    spent = None
+    if spent_at is not None:
+        spent = _t(spent_at)
+        bad = late_spending(cat, m, t, spent)
+        if bad:
+            return bad
+    on = today if spent is None else cal.day(spent)  # the day whose rates apply
     c = cat.categories[category]
-    last_month = rub(m.month_spend.get((category, ym - 1), 0)) if c.tiered else Decimal(0)
-    coef, rpp, steps = rate(cat, category, since=m.join["customer_since"], on=today, card_last_month=last_month,
+    last_month = rub(m.month_spend.get((category, cal.ym(on) - 1), 0)) if c.tiered else Decimal(0)
+    coef, rpp, steps = rate(cat, category, since=m.join["customer_since"], on=on, card_last_month=last_month,
                             explain=explain)
     points = points_for(amount, coef, rpp)
     if steps is not None:
@@ -213,12 +215,16 @@ def earn(cat: Catalog, m: Member, now, amount: Decimal, category: str, ref=None,
         event["card_last_month"] = money(last_month)
     if ref is not None:
         event["ref"] = ref
+    if spent is not None:
+        event["spent_at"] = cal.iso(spent)
     credited = points + sum(x["points"] for x in bonuses) if bonuses else points
     repay = _repay(m, credited)
     after = m.available() + credited - repay
     view = earn_view(m, event["amount"], category, points, coef_text, rpp, bonuses, ref, False, after,
                      repay, m.debt - repay)
     view["expires_on"] = expires_on
+    if spent is not None:
+        view["spent_at"] = event["spent_at"]
     if dry_run:
         view["dry_run"] = True
     view["_steps"] = steps
@@ -240,13 +246,6 @@ def _same_period(cal, a: int, b: int, per: str) -> bool:
 
 
 PER_WORDS = {"day": "a calendar day", "month": "a calendar month", "year": "a calendar year", "ever": "ever"}
-
-
-def voucher_code(event_seed: str) -> str:
-    import hashlib
-
-    h = hashlib.sha256(event_seed.encode()).hexdigest().upper()
-    return f"BOOK-{h[:4]}-{h[4:8]}-{h[8:12]}"
 
 
 def redeem(cat: Catalog, m: Member, now, code: str, channel: str = "web", price_rub=None, points=None) -> Decision | Refusal:

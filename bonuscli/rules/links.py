@@ -169,3 +169,26 @@ def components(links: dict, nodes) -> list:
     for p in nodes:
         groups.setdefault(find(p), []).append(p)
     return sorted((sorted(g) for g in groups.values()), key=lambda g: g[0])
+
+
+# ---------------------------------------------------------------- the ids that tie ledgers together
+
+
+def gift_id_for(sender: str, recipient: str, at: str, count: int, salt: int = 0) -> str:
+    import hashlib
+
+    h = hashlib.sha256(f"{sender}>{recipient}@{at}#{count}/{salt}".encode()).digest()
+    alphabet = "abcdefghjkmnpqrstuvwxyz23456789"
+    n = int.from_bytes(h[:8], "big")
+    out = []
+    for _ in range(6):
+        n, r = divmod(n, len(alphabet))
+        out.append(alphabet[r])
+    return "g" + "".join(out)
+
+
+def voucher_code(event_seed: str) -> str:
+    import hashlib
+
+    h = hashlib.sha256(event_seed.encode()).hexdigest().upper()
+    return f"BOOK-{h[:4]}-{h[4:8]}-{h[8:12]}"

@@ -59,3 +59,19 @@ def in_order(m: Member, now: int) -> Refusal | None:
                        f"the ledger of {m.phone} already has an event at {m.cal.iso(m.last_at)}; "
                        f"cannot record one earlier ({m.cal.iso(now)}); use a later --at")
     return None
+
+
+def late_spending(cat, m: Member, t: int, spent: int) -> Refusal | None:
+    """Why a late spending cannot be booked at `t` (RULES.md §3, Late spendings), or None."""
+    cal = m.cal
+    if spent > t:
+        return Refusal(1, "late-spending", f"the spending's moment {cal.iso(spent)} is after its booking "
+                       f"({cal.iso(t)}); --spent-at is for spendings booked late")
+    active = m.join["active_from"]
+    if spent < instant(active):
+        return Refusal(1, "late-spending", f"the spending's moment {cal.iso(spent)} is before {m.phone}'s "
+                       f"membership became active ({active})")
+    if t - spent > cat.late_days * 86400:
+        return Refusal(1, "late-spending", f"the spending's moment {cal.iso(spent)} is more than {cat.late_days} days "
+                       f"before its booking ({cal.iso(t)}; earning.late_days)")
+    return None
