@@ -114,6 +114,7 @@ def changes(old: Catalog, new: Catalog) -> list:
                                "not eligible" if b else None))
     add("tenure-change", "earning.tenure", _tenure(old.tenure), _tenure(new.tenure))
     add("tier-change", "earning.card_tiers", _tiers(old.card_tiers), _tiers(new.card_tiers))
+    add("limit-change", "earning.late_days", old.late_days, new.late_days)
 
     # gifts
     og, ng = old.gifts, new.gifts

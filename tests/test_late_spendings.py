@@ -105,3 +105,10 @@ def test_diff_re_decides_a_late_spending_with_its_spent_at(run, tmp_path):
     code, doc = j(run, "diff", ROOT / "catalog.yaml", new, "--ledgers", "--at", "2025-02-01")
     member = doc["impact"]["members"][0]
     assert member["earned_new"] - member["earned_old"] == 10  # floor(1000 x 1.15 / 5) - 220: the 1.1 step applied
+
+
+def test_diff_lists_a_change_of_late_days(run, tmp_path):
+    new = tmp_path / "late.yaml"
+    new.write_text((ROOT / "catalog.yaml").read_text().replace("late_days: 90", "late_days: 30"))
+    code, doc = j(run, "diff", ROOT / "catalog.yaml", new)
+    assert {"kind": "limit-change", "what": "earning.late_days", "old": 90, "new": 30} in doc["changes"]
