@@ -236,6 +236,21 @@ def main():
     row(f"report, {members} members, all cores", rep, "s")
     row(f"report, {members} members, --jobs 1", rep1, "s", "", rep1 / rep)
 
+    # ---- join --from: new members, one row each, into an empty data directory
+    joins = work / f"joins-{members}.csv"
+    if not joins.exists():
+        with open(joins, "w") as f:
+            f.write("phone,region,method,customer_since,at\n")
+            for i in range(members):
+                f.write(f"95{i:08d},RU-MOW,{['sms', 'store', 'app', 'web'][i % 4]},2024-0{1 + i % 9}-01,"
+                        f"2025-03-01T{10 + i % 10}:{i % 60:02d}\n")
+    target = work / "join-run"
+    shutil.rmtree(target, ignore_errors=True)
+    secs, mib = peak(bonus("join", "--from", joins, "--jobs", str(cpus), "--json"), dict(ENV, BONUSCLI_DATA_DIR=str(target)))
+    row(f"join --from: {members} new members, --jobs {cpus}", members / secs, "row/s", ">= 3000", None,
+        members / secs >= 3000)
+    row(f"  largest process's peak memory", mib, "MiB", "<= 150", None, mib <= 150)
+
     # ---- diff OLD NEW --ledgers (mobile 5 -> 4 RUB a point) against check --ledgers, two sizes
     new = work / "mobile-4.yaml"
     text = (ROOT / "catalog.yaml").read_text()

@@ -37,8 +37,9 @@ class Spec(Record):
 
     required: tuple
     optional: tuple
-    parse: Callable  # (cat, raw dict) -> request (raises BadInput)
+    parse: Callable  # (cat, raw dict, the row's local date) -> request (raises BadInput)
     decide: Callable  # (cat, member, now, request) -> Decision | Refusal
+    defer: Callable | None = None  # request -> True: decided after the other rows, one by one (`_deferred`)
 
 
 def _open(source: str, stream=None):
@@ -365,9 +366,9 @@ def _epoch(text: str, tz) -> int:
     return t
 
 
-def _row(cat, spec: Spec, line: int, raw):
+def _row(cat, spec: Spec, line: int, raw, today=None):
     """(Row, None) or (None, problem) for one raw row: whatever is wrong with a row is that row's
-    problem, never the batch's."""
+    problem, never the batch's. `today`: the batch's local date (a row's own `at` gives its own)."""
     ref = None
     try:
         if isinstance(raw, BonusError):
@@ -377,7 +378,9 @@ def _row(cat, spec: Spec, line: int, raw):
             raise BadInput("phone is missing", "bad-row")
         at_text = raw.get("at")
         at = _epoch(at_text, cat.tz) if at_text and at_text.strip() else None
-        req = spec.parse(cat, raw)
+        if at is not None:
+            today = rules.calendar_of(cat).local(at).date()
+        req = spec.parse(cat, raw, today)
     except BonusError as e:
         return None, {"line": line, "ref": ref, "code": e.exit_code, "message": e.message}
     except (ValueError, OverflowError, ArithmeticError) as e:  # a value no parser foresaw: still malformed
@@ -403,12 +406,16 @@ def run(svc, source: str, kind: str, now, dry_run: bool, jobs=None, progress=Non
             results = _parallel(opener, kind, spool.form, parts, now, dry_run, jobs)
         else:
             results = (_group(svc, kind, spool.form, part, now, dry_run) for part in parts)
-        for part_counts, found in results:
+        deferred: list = []
+        for part_counts, found, later in results:
             for k, v in part_counts.items():
                 counts[k] += v
             problems.extend(found)
+            deferred.extend(later)
             if progress:
                 progress(part_counts["rows"], spool.lines)
+        if deferred:
+            _deferred(svc, kind, deferred, now, dry_run, counts, problems)
     finally:
         spool.close()
     problems.sort(key=lambda p: p["line"])
@@ -416,6 +423,37 @@ def run(svc, source: str, kind: str, now, dry_run: bool, jobs=None, progress=Non
     if dry_run:
         summary["dry_run"] = True
     return summary
+
+
+def _deferred(svc, kind, rows, now, dry_run, counts, problems) -> None:
+    """The deferred rows (a join with a referrer: it writes to the referrer's ledger too), each run
+    as the single command, in time order, after every other row; a row whose referrer is not a
+    member yet waits for the next round (the referrer may join later in the file), until a round
+    changes nothing."""
+    cmd = COMMANDS[kind]
+    t0 = rules.seconds(now)
+    pending = sorted(rows, key=lambda r: (t0 if r.at is None else r.at, r.line))
+    while pending:
+        waiting, last = [], {}
+        for r in pending:
+            try:
+                view = svc.run(kind, r.req, t0 if r.at is None else r.at, dry_run=dry_run, **cmd.batch_opts)
+            except BonusError as e:
+                if e.kind == "referrer-not-member":
+                    waiting.append(r)
+                    last[r.line] = e
+                    continue
+                counts["refused" if e.exit_code == 1 else "errors"] += 1
+                problems.append({"line": r.line, "ref": r.ref, "code": e.exit_code, "message": e.message})
+                continue
+            counts["duplicates" if view.get("duplicate") else "applied"] += 1
+        if len(waiting) == len(pending):
+            for r in waiting:
+                e = last[r.line]
+                counts["refused"] += 1
+                problems.append({"line": r.line, "ref": r.ref, "code": e.exit_code, "message": e.message})
+            return
+        pending = waiting
 
 
 def exit_code(summary: dict) -> int:
@@ -430,6 +468,7 @@ def _group(svc, kind, form: Form, part, now, dry_run) -> tuple:
     a row rather than the parsed rows (memory stays flat with the file's size)."""
     counts = dict(rows=0, applied=0, duplicates=0, refused=0, errors=0)
     problems: list = []
+    deferred: list = []
     phone_at = 0 if form.json else form.header.index("phone")
     members: dict = {}
     for n, line in _part_lines(part):
@@ -443,8 +482,8 @@ def _group(svc, kind, form: Form, part, now, dry_run) -> tuple:
             i += 1
             items.append(lines)
             held += len(lines)
-        _chunk(svc, kind, form, items, now, dry_run, counts, problems)
-    return counts, problems
+        _chunk(svc, kind, form, items, now, dry_run, counts, problems, deferred)
+    return counts, problems, deferred
 
 
 _WORKER = {}
@@ -470,7 +509,7 @@ def _parallel(opener, kind, form, parts, now, dry_run, jobs):
         yield from pool.map(_worker_group, [kind] * len(parts), [dry_run] * len(parts), [form] * len(parts), parts)
 
 
-def _parse(cat, spec: Spec, form: Form, lines, counts, problems) -> list:
+def _parse(cat, spec: Spec, form: Form, lines, counts, problems, today=None) -> list:
     """One member's lines as rows; a malformed one is counted and named, never decided."""
     rows = []
     for n, line in lines:
@@ -478,7 +517,7 @@ def _parse(cat, spec: Spec, form: Form, lines, counts, problems) -> list:
         if raw is None:
             continue
         counts["rows"] += 1
-        row, problem = _row(cat, spec, n, raw)
+        row, problem = _row(cat, spec, n, raw, today)
         if problem is not None:
             counts["errors"] += 1
             problems.append(problem)
@@ -487,15 +526,19 @@ def _parse(cat, spec: Spec, form: Form, lines, counts, problems) -> list:
     return rows
 
 
-def _chunk(svc, kind, form, items, now, dry_run, counts, problems):
+def _chunk(svc, kind, form, items, now, dry_run, counts, problems, deferred=None):
     """Members (each its lines) parsed, decided and written under one commit: their appends are made
-    durable together, and only then is any of their rows counted as applied."""
+    durable together, and only then is any of their rows counted as applied. Rows the command
+    defers (`Spec.defer`) go to `deferred`, undecided."""
     commit = svc.commit(dry_run)
     done = []
     spec = SPECS[kind]
     try:
         for lines in items:
-            rows = _parse(svc.catalog, spec, form, lines, counts, problems)
+            rows = _parse(svc.catalog, spec, form, lines, counts, problems, now.date())
+            if spec.defer is not None and deferred is not None:
+                deferred.extend(r for r in rows if spec.defer(r.req))
+                rows = [r for r in rows if not spec.defer(r.req)]
             if not rows:  # every row of a group is one member's (the key is the normalised phone)
                 continue
             phone = rows[0].phone
@@ -609,10 +652,13 @@ def _spec(name: str) -> Spec:
     re-run must be idempotent), its decision on one member."""
     cmd = COMMANDS[name]
 
-    def decide(cat, m, now, req):
-        return cmd.decide(cat, {m.phone: m}, now, req)
+    opts = cmd.batch_opts
 
-    return Spec(cmd.batch[0], cmd.batch[1], lambda cat, raw: cmd.build(cat, raw, None, True), decide)
+    def decide(cat, m, now, req):
+        return cmd.decide(cat, {m.phone: m}, now, req, **opts)
+
+    return Spec(cmd.batch[0], cmd.batch[1], lambda cat, raw, today=None: cmd.build(cat, raw, today, True), decide,
+                cmd.defer)
 
 
 SPECS = {name: _spec(name) for name, cmd in COMMANDS.items() if cmd.batch is not None}

@@ -802,16 +802,34 @@ def run_scenarios(env, files, engine, scheduler) -> int:
 @command("join")
 @click.option("--explain", is_flag=True, help="On a refusal, show the rule and the numbers that refused it.")
 @registry_params("join")
+@click.option("--from", "from_file", type=click.Path(dir_okay=False, allow_dash=True),
+              help="Batch: a CSV (phone,region[,method,email,birth_date,customer_since,referrer,services,at]) "
+                   "or JSON-lines file, - for stdin.")
+@click.option("--dry-run", is_flag=True, help="Batch: decide every row without writing.")
+@click.option("--jobs", type=click.IntRange(min=1), help="Batch: processes to spread members over (default: the core count).")
 @click.pass_context
-def join_cmd(ctx, explain, **given):
-    """Join the program; welcome points are credited at activation.
+def join_cmd(ctx, explain, from_file, dry_run, jobs, **given):
+    """Join the program; welcome points are credited at activation (or a whole file with --from).
 
     \b
     bonuscli join '+7 916 123-45-67' --region RU-MOW --method web --email a@b.ru --birth-date 1990-01-01
+    bonuscli join --from members.csv --json
     """
     env = env_of(ctx)
+    values = registry_values("join", given)
+    if from_file is not None:
+        from bonuscli.commands import COMMANDS
+
+        defaults = {p.key: p.default for p in COMMANDS["join"].cli}
+        from_batch(ctx, env, from_file, "join", "joining", jobs,
+                   {k: v for k, v in registry_labels("join", values).items()
+                    if v is not None and v != defaults.get(k.lstrip("-").replace("-", "_"))}, dry_run)
+    if dry_run:
+        raise model.BadInput("--dry-run goes with --from FILE (a single join is decided as it is written)", "usage")
+    if values["phone"] is None:
+        raise model.BadInput("join needs PHONE (or --from FILE)", "usage")
     with explaining(explain):
-        view = run_command(env, "join", registry_values("join", given))
+        view = run_command(env, "join", values)
     emit(env, view, human_join)
 
 
@@ -979,7 +997,7 @@ def from_batch(ctx, env, source, kind, title, jobs, given: dict, dry_run=False):
     from bonuscli import batch
 
     svc = env.service
-    if kind != "adjust":  # an opening-balance import may start a data directory
+    if kind not in ("adjust", "join"):  # joins and opening-balance imports may start a data directory
         svc.require_data()
     bar = None
     if sys.stderr.isatty():
@@ -996,13 +1014,19 @@ def from_batch(ctx, env, source, kind, title, jobs, given: dict, dry_run=False):
         bar.render_finish()
     counts = {k: summary[k] for k in ("rows", "applied", "duplicates", "refused", "errors")}
     problems = summary["problems"]
-    if env.as_json:
-        render.emit_json(summary)
-    else:
-        render.out(render.pairs([(k, str(v)) for k, v in counts.items()]) + (
-            "\n\n" + render.table([[p["line"], render.printable(p["ref"] or "-"), p["code"],
-                                    render.printable(p["message"])] for p in problems],
-                                  ["line", "ref", "code", "problem"]) if problems else ""))
+    try:
+        if env.as_json:
+            render.emit_json(summary)
+        else:
+            render.out(render.pairs([(k, str(v)) for k, v in counts.items()]) + (
+                "\n\n" + render.table([[p["line"], render.printable(p["ref"] or "-"), p["code"],
+                                        render.printable(p["message"])] for p in problems],
+                                      ["line", "ref", "code", "problem"]) if problems else ""))
+        sys.stdout.flush()
+    except BrokenPipeError:  # the summary's reader went away: the batch's exit code still tells
+        if not _stdout_gone():
+            raise
+        _quiet_stdout()
     code = batch.exit_code(summary)
     if code:
         kind_slug = {3: "files", 2: "bad-rows", 1: "refused-rows"}[code]
@@ -1079,8 +1103,11 @@ def redeem_cmd(ctx, explain, **given):
     bonuscli redeem 9161234567 store_discount --via store --price 1999.90
     """
     env = env_of(ctx)
+    values = registry_values("redeem", given)
+    if ctx.get_parameter_source("via") == click.core.ParameterSource.DEFAULT:
+        values["via"] = None  # not typed: requests.redeem applies the default and remembers it was not given
     with explaining(explain):
-        view = run_command(env, "redeem", registry_values("redeem", given))
+        view = run_command(env, "redeem", values)
     emit(env, view, human_redeem)
 
 

@@ -96,6 +96,9 @@ class Command(Record):
     batch: Optional[tuple] = None  # (required columns, optional columns) of `--from FILE`
     priority: int = 9  # order between ledgers of requests at the same instant (diff)
     cli: tuple = ()  # its Params as the command line takes them, in `--help` order
+    batch_opts: dict = {}  # what a batch row's decision is also given (join: `again`, re-run rows are duplicates)
+    defer: Optional[Callable] = None  # request -> True when a batch decides it after the other rows (a join
+    #                                   with a referrer: it writes to the referrer's ledger too)
     dated: bool = False  # `build` checks dates against the program's today (others are given None)
 
 
@@ -135,8 +138,8 @@ def _join_phones(req, member):
     return [req.phone] + ([req.referrer] if req.referrer and req.referrer != req.phone else [])
 
 
-def _join_decide(cat, ms, t, req):
-    return rules.join(cat, ms[req.phone], t, req.as_rules(), ms.get(req.referrer), welcome=req.welcome)
+def _join_decide(cat, ms, t, req, again=False):
+    return rules.join(cat, ms[req.phone], t, req.as_rules(), ms.get(req.referrer), welcome=req.welcome, again=again)
 
 
 def _join_values(e, ctx):
@@ -232,7 +235,8 @@ def _redeem_build(cat, v, today, batch=False):
 
 
 def _redeem_decide(cat, ms, t, req):
-    return rules.redeem(cat, ms[req.phone], t, req.code, req.channel, req.price, req.points)
+    return rules.redeem(cat, ms[req.phone], t, req.code, req.channel, req.price, req.points,
+                        channel_given=req.channel_given)
 
 
 def _redeem_values(e, ctx):
@@ -301,9 +305,10 @@ COMMANDS = {c.name: c for c in (
                                   "birth_date": "--birth-date", "customer_since": "--customer-since",
                                   "referrer": "--referrer", "services": "--services"}, {}, ("phone", "region")),
             ("join",), _join_values, {"join": ("referrer",), "referral": ("invitee",)}, _join_describe,
-            priority=0, dated=True, cli=(
-                Param("phone", complete="phone", required=True),
-                Param("region", "--region", "Home region code (ISO 3166-2:RU, e.g. RU-MOW).", "region", True),
+            (("phone", "region"), ("method", "email", "birth_date", "customer_since", "referrer", "services", "at")),
+            priority=0, dated=True, batch_opts={"again": True}, defer=lambda req: req.referrer is not None, cli=(
+                Param("phone", complete="phone"),
+                Param("region", "--region", "Home region code (ISO 3166-2:RU, e.g. RU-MOW).", "region"),
                 Param("method", "--method", "How the subscriber joins (sms, ussd, app, call, store, web, card, "
                       "wallet).", "method", default="sms"),
                 Param("email", "--email", "E-mail (web form; with --birth-date gives the profile bonus)."),

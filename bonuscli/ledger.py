@@ -645,7 +645,7 @@ class FileStore:
         path = self.path(phone)
         data = chained(phone, events, ledger)
         if not ledger.exists:
-            return self._create(path, phone, data, fault)
+            return self._create(path, phone, data, fault, commit)
         if commit is not None:
             return commit.write(path, phone, data, fault)
         fd = _open_append(path)
@@ -667,7 +667,10 @@ class FileStore:
         if fault:
             fault("after-fsync", phone)
 
-    def _create(self, path: Path, phone: str, data: bytes, fault=None) -> None:
+    def _create(self, path: Path, phone: str, data: bytes, fault=None, commit: "Commit | None" = None) -> None:
+        """A new ledger, whole or not at all (written under a temporary name, then linked). With
+        `commit` (a batch) its bytes and its name are made durable by `commit.sync()`, with the other
+        members' writes (one syncfs for thousands of new members), instead of two fsyncs each."""
         import fcntl
 
         tmp = path.with_name(f".{phone}.{os.getpid()}.{time.monotonic_ns()}.new")
@@ -683,7 +686,14 @@ class FileStore:
                 # locked before it has a name: from the moment the ledger appears, it is ours until
                 # the `locked` block ends (nobody else can hold a lock on a file only we can see)
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                _write_all(fd, data, phone, fault)
+                if commit is None:
+                    _write_all(fd, data, phone, fault)
+                else:  # durable at `commit.sync()`
+                    if fault:
+                        fault("before-write", phone)
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view):]
                 try:
                     os.link(tmp, path)  # atomic: fails if the ledger exists
                 except FileExistsError:
@@ -691,10 +701,13 @@ class FileStore:
                 keep = self._held is not None
                 if keep:
                     self._held.append(fd)
+                if commit is not None:
+                    commit.created(path, phone, os.dup(fd))
             finally:
                 if not keep:
                     os.close(fd)
-            _fsync_dir(path.parent)
+            if commit is None:
+                _fsync_dir(path.parent)
         except OSError as e:
             raise FilesError(f"could not write ledger {path}: {e.strerror or e}; nothing was acknowledged", "disk")
         finally:
@@ -702,7 +715,7 @@ class FileStore:
                 os.unlink(tmp)
             except OSError:
                 pass
-        if fault:
+        if fault and commit is None:
             fault("after-fsync", phone)
 
     def commit(self, fault=None) -> "Commit":
@@ -812,6 +825,11 @@ class Commit:
                 "acknowledged and a torn line will be sealed by the next command", "disk")
         self.writes.append((phone, path, fd, size))
 
+    def created(self, path: Path, phone: str, fd: int) -> None:
+        """A new ledger linked into place, its bytes and its directory entry made durable with the rest
+        (taken back by unlinking it when they cannot be)."""
+        self.writes.append((phone, path, fd, -1))
+
     def hold(self, fds) -> None:
         self.locks.extend(fds)
 
@@ -825,7 +843,7 @@ class Commit:
                 firsts.setdefault(phone, (path, fd, size))
             for phone, e in bad.items():
                 path, fd, size = firsts[phone]
-                undone = _undo(fd, size)
+                undone = _unlink_new(path) if size == -1 else _undo(fd, size)
                 self.failed[phone] = FilesError(
                     f"could not write ledger {path}: {e.strerror or e}; nothing was recorded" if undone else
                     f"could not write ledger {path}: {e.strerror or e}; what was written is not acknowledged",
@@ -866,6 +884,14 @@ class Commit:
                 os.fsync(fd)
             except OSError as e:
                 bad.setdefault(phone, e)
+        for parent in dict.fromkeys(path.parent for phone, path, _fd, size in self.writes
+                                    if size == -1 and phone not in bad):
+            try:
+                _fsync_dir(parent)  # the new ledgers' names
+            except OSError as e:
+                for phone, path, _fd, size in self.writes:
+                    if size == -1 and path.parent == parent:
+                        bad.setdefault(phone, e)
         return bad
 
 
@@ -877,6 +903,16 @@ def _get_syncfs():
     if _SYNCFS is None:
         _SYNCFS = _syncfs() or False
     return _SYNCFS or None
+
+
+def _unlink_new(path: Path) -> bool:
+    """Take back a new ledger whose bytes could not be made durable (its lock is held: it is ours)."""
+    try:
+        os.unlink(path)
+        _fsync_dir(path.parent)
+        return True
+    except OSError:
+        return False
 
 
 def _undo(fd: int, size: int) -> bool:

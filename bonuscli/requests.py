@@ -417,6 +417,7 @@ class Redeem(Record):
     channel: str
     price: Optional[Decimal]
     points: Optional[int]
+    channel_given: bool = True  # False when the channel is the default (`web`) the user did not type
 
 
 def redeem(cat: Catalog, phone_text, code_text, via_text="web", price_text=None, points_text=None) -> Redeem:
@@ -427,7 +428,7 @@ def redeem(cat: Catalog, phone_text, code_text, via_text="web", price_text=None,
         raise BadInput("--price and --points are for the store discount only", "usage")
     price = amount(price_text, cat, "--price") if price_text is not None else None
     pts = count(points_text, "--points") if points_text is not None else None
-    return Redeem(p, code, via, price, pts)
+    return Redeem(p, code, via, price, pts, via_text is not None)
 
 
 class Gift(Record):

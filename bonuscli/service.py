@@ -88,10 +88,10 @@ def _last_at(events) -> Optional[int]:
 # file were absent. Whether the values are the ones a replay would give is what `check --ledgers`
 # verifies (and a write verifies every line after the snapshot).
 #
-# Cost: the long lists (lots, earn records) are checked a field at a time with `map`, `set`, `min`
-# and `max`, which run in C. A read checks what a read uses (each lot's expiry and points, and the
-# short lists); a decision also checks the rest of each lot and every earn record, which only
-# decisions read (a refund of any of them may come).
+# Cost: the lots are checked a field at a time with `map`, `set`, `min` and `max`, which run in C: a
+# read checks what a read uses (each lot's expiry and points, and the short lists), a decision the
+# rest of each lot too. The earn records (100,000 for a member of 100,000 earns), which only a
+# decision that names a ref reads, are checked one by one as they are read (`CheckedEarns`).
 
 _I64 = (1 << 63) - 1  # what 64-bit JSON readers and `lseek` hold
 _DAY_MIN, _DAY_MAX = dt.date(1800, 1, 1).toordinal(), dt.date(9900, 12, 31).toordinal()  # far beyond any rule
@@ -103,8 +103,6 @@ SNAPSHOT_ERRORS = (KeyError, TypeError, ValueError, IndexError, AttributeError, 
 _GIFT_FINAL = frozenset({"cancelled", "accepted", "rejected", "returned", "forfeited", "expired"})
 _HEX = frozenset("0123456789abcdef")
 _INT, _STR, _LIST = frozenset({int}), frozenset({str}), frozenset({list})
-_STAMP_SHAPE = bytes.maketrans(b"123456789+", b"000000000-")  # `2025-03-01T12:00:00+03:00` -> _STAMP
-_STAMP = b"0000-00-00T00:00:00-00:00\n"
 
 
 def _int(v, lo: int = 0, hi: int = _I64) -> bool:
@@ -164,27 +162,6 @@ def _strs(column) -> bool:
     return set(map(type, column)) <= _STR
 
 
-def _stamps(values: list) -> bool:
-    """`_instant_text` for many texts at once: each is the stamp ledgers write
-    (`2025-03-01T12:00:00+03:00`: checked in C), and each distinct date in it a date."""
-    from array import array
-
-    n = len(values)
-    if not n:
-        return True
-    try:
-        text = ("\n".join(values) + "\n").encode("ascii")
-    except UnicodeEncodeError:
-        return False
-    if text.translate(_STAMP_SHAPE) != _STAMP * n:
-        return False
-    days = bytearray(8 * n)  # YYYYMMDD of each, gathered by strided copies, read as 64-bit integers
-    for i, at in enumerate((0, 1, 2, 3, 5, 6, 8, 9)):
-        days[i::8] = text[at::26]
-    return all(_date_text(f"{d[:4]}-{d[4:6]}-{d[6:]}")
-               for d in (int.to_bytes(v, 8, "little").decode() for v in set(array("Q", days))))
-
-
 def _record(d, fields: dict, optional: Optional[dict] = None) -> bool:
     """A dict with exactly these keys (and any of `optional`), each value passing its check."""
     if type(d) is not dict or not all(k in d and ok(d[k]) for k, ok in fields.items()):
@@ -195,6 +172,46 @@ def _record(d, fields: dict, optional: Optional[dict] = None) -> bool:
 
 def _bonuses(v) -> bool:
     return type(v) is list and all(_record(b, {"reason": _str, "points": _int}) for b in v)
+
+
+def _earn_record(rec) -> bool:
+    """[id, at, kopecks, category, points, coefficient, rub/point, bonuses, kopecks refunded, points
+    refunded, month]: as `rules.replay` makes them."""
+    return (type(rec) is list and len(rec) == 11 and type(rec[0]) is str and _instant_text(rec[1])
+            and type(rec[3]) is str and type(rec[5]) is str and _bonuses(rec[7])
+            and all(type(rec[i]) is int for i in (2, 4, 6, 8, 9, 10)))
+
+
+_ABSENT = object()
+
+
+class CheckedEarns(dict):
+    """A resumed member's earn records (ref -> record), each checked when it is read. A snapshot may
+    hold 100,000 of them, and only a decision that names a ref reads one (an earn's duplicate, a
+    refund): checking each as it is read costs a few µs, checking all of them up front ~100 ms on
+    every write. A record a replay could not have made (planted) makes every record that of a
+    replay of the whole ledger (`replayed`), as if there were no snapshot, before it is answered."""
+
+    __slots__ = ("replayed",)
+
+    def _sound(self, ref) -> None:
+        rec = dict.get(self, ref, _ABSENT)
+        if rec is not _ABSENT and not _earn_record(rec):
+            records = self.replayed()
+            dict.clear(self)
+            dict.update(self, records)
+
+    def __contains__(self, ref) -> bool:
+        self._sound(ref)
+        return dict.__contains__(self, ref)
+
+    def __getitem__(self, ref):
+        self._sound(ref)
+        return dict.__getitem__(self, ref)
+
+    def get(self, ref, default=None):
+        self._sound(ref)
+        return dict.get(self, ref, default)
 
 
 def _rows(v, width: int, *checks) -> bool:
@@ -241,7 +258,8 @@ def snapshot_header_ok(doc, phone: str, key: str, full: bool) -> bool:
 
 def snapshot_state_ok(doc: dict, phone: str, full: bool) -> bool:
     """Every value of a snapshot's state that the command will read has the type and range a replay
-    gives it (see above); `full`: a decision's, which may read any of it."""
+    gives it (see above); `full`: a decision's, which may read any of it (its earn records are
+    checked as they are read: `CheckedEarns`)."""
     from operator import itemgetter
 
     from bonuscli.rules import member as mm
@@ -281,18 +299,6 @@ def snapshot_state_ok(doc: dict, phone: str, full: bool) -> bool:
         if full and not (set(map(len, lots)) == {7} and _ints(map(itemgetter(mm.SEQ), lots), None, st["seq"])
                          and _strs(map(itemgetter(mm.LID), lots))):
             return False  # a new lot sorts after every lot (bisect compares no further); spending names lots
-    if full and earns:  # [id, at, kopecks, category, points, coefficient, rub/point, bonuses, kopecks, points, ym]
-        # each read by a decision that names its ref (its id is only compared)
-        recs = list(earns.values())
-        if not (set(map(type, recs)) == _LIST and set(map(len, recs)) == {11}
-                and _strs(map(itemgetter(mm.E_CAT), recs)) and _strs(map(itemgetter(mm.E_COEF), recs))
-                and _ints(map(itemgetter(mm.E_AMOUNT), recs)) and _ints(map(itemgetter(mm.E_POINTS), recs))
-                and _ints(map(itemgetter(mm.E_RPP), recs)) and _ints(map(itemgetter(mm.E_REF_AMOUNT), recs))
-                and _ints(map(itemgetter(mm.E_REF_POINTS), recs)) and _ints(map(itemgetter(mm.E_YM), recs))
-                and set(map(type, map(itemgetter(mm.E_BONUSES), recs))) == _LIST
-                and all(map(_bonuses, filter(None, map(itemgetter(mm.E_BONUSES), recs))))
-                and _stamps(list(map(itemgetter(mm.E_AT), recs)))):
-            return False
     return True
 
 
@@ -417,7 +423,12 @@ class Service:
 
         def fresh():
             if base_doc is not None:
-                return rules.from_plain(self.catalog, base_doc["state"])
+                m = rules.from_plain(self.catalog, base_doc["state"])
+                if verified:  # a decision's: it may read an earn record, each checked then (CheckedEarns)
+                    m.earns = CheckedEarns(m.earns)
+                    m.earns.replayed = lambda: self._replay(phone, self.store.read(phone, verify=True), t,
+                                                            False, verified=True).earns
+                return m
             m = rules.Member(self.catalog, phone)
             m.keep = register
             return m
@@ -531,7 +542,7 @@ class Service:
         if dry_run:
             t = now if type(now) is int else rules.seconds(now)
             members = {p: self.member(p, t, full=True) for p in dict.fromkeys(phones)}
-            return decided(cmd.decide(cat, members, t, req, dry_run=True, **opts)).view
+            return dict(decided(cmd.decide(cat, members, t, req, **opts)).view, dry_run=True)
         return self.transact(phones, now, lambda ms, t: cmd.decide(cat, ms, t, req, **opts))
 
     def join(self, req: rq.Join, now):

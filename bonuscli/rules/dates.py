@@ -396,3 +396,15 @@ def formula_step(amount, coef, rpp, points):
     shown = exact_text(exact)
     return {"rule": "formula", "detail": f"{money(amount)} x {decimal_text(coef)} / {rpp} = {shown} -> floor -> {points}",
             "exact": shown, "points": points}
+
+
+def same_period(cal, a: int, b: int, per: str) -> bool:
+    """Whether instants `a` and `b` fall in the same calendar day, month or year (`per`; "ever": always)."""
+    if per == "ever":
+        return True
+    x, y = cal.day(a), cal.day(b)
+    if per == "day":
+        return x == y
+    if per == "month":
+        return cal.ym(x) == cal.ym(y)
+    return cal.ym(x) // 12 == cal.ym(y) // 12

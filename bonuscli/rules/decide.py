@@ -15,6 +15,7 @@ from decimal import Decimal
 from bonuscli.model import Catalog, Decision, Refusal, decimal_text, money
 from bonuscli.rules.dates import (
     activation_instant,
+    same_period,
     date_of,
     formula_step,
     points_for,
@@ -50,10 +51,18 @@ def _repay(m: Member, points: int) -> int:
 # ---------------------------------------------------------------- join and leave
 
 
-def join(cat: Catalog, m: Member, now, req: dict, inviter: Member | None = None, welcome=True) -> Decision | Refusal:
-    """req: region, method, services, email, birth_date, customer_since, referrer (normalised)."""
+def join(cat: Catalog, m: Member, now, req: dict, inviter: Member | None = None, welcome=True,
+         again=False) -> Decision | Refusal:
+    """req: region, method, services, email, birth_date, customer_since, referrer (normalised).
+    `again` (a batch file run again): a membership with the same `at`, region and method is this
+    row's, already applied: a duplicate."""
     t = _t(now)
     at = m.cal.iso(t)
+    j = m.join
+    if again and j is not None and m.left_at is None and j["at"] == at and j["region"] == req["region"] \
+            and j["method"] == req["method"]:
+        return Decision((), {"phone": m.phone, "region": j["region"], "method": j["method"], "joined_at": at,
+                             "active_from": j["active_from"], "duplicate": True})
     bad = in_order(m, t)
     if bad:
         return bad
@@ -234,21 +243,11 @@ def earn(cat: Catalog, m: Member, now, amount: Decimal, category: str, ref=None,
 # ---------------------------------------------------------------- redeem
 
 
-def _same_period(cal, a: int, b: int, per: str) -> bool:
-    if per == "ever":
-        return True
-    x, y = cal.day(a), cal.day(b)
-    if per == "day":
-        return x == y
-    if per == "month":
-        return cal.ym(x) == cal.ym(y)
-    return cal.ym(x) // 12 == cal.ym(y) // 12
-
-
 PER_WORDS = {"day": "a calendar day", "month": "a calendar month", "year": "a calendar year", "ever": "ever"}
 
 
-def redeem(cat: Catalog, m: Member, now, code: str, channel: str = "web", price_rub=None, points=None) -> Decision | Refusal:
+def redeem(cat: Catalog, m: Member, now, code: str, channel: str = "web", price_rub=None, points=None,
+           channel_given: bool = True) -> Decision | Refusal:
     reward = cat.rewards.get(code)
     if reward is None:
         return Refusal(2, "unknown-reward", f"unknown reward '{code}'; see `bonuscli catalog` for the codes")
@@ -259,16 +258,23 @@ def redeem(cat: Catalog, m: Member, now, code: str, channel: str = "web", price_
     if bad:
         return bad
     if channel not in reward.channels:
-        return Refusal(1, "channel-not-allowed",
-                       f"{code} cannot be ordered via {channel}; it can be ordered via {', '.join(reward.channels)}",
-                       ({"rule": "channels", "detail": f"{code} allows {', '.join(reward.channels)}; asked via {channel}",
+        allowed = ", ".join(reward.channels)
+        if channel_given or not reward.channels:
+            message, asked = f"{code} cannot be ordered via {channel}; it can be ordered via {allowed}", channel
+        else:  # a default the user never typed: name it, and the option that chooses another
+            add = (f"--via {reward.channels[0]}" if len(reward.channels) == 1
+                   else f"--via CHANNEL, one of {allowed}")
+            message = f"{code} cannot be ordered via {channel} (the default); add {add}"
+            asked = f"{channel} (the default)"
+        return Refusal(1, "channel-not-allowed", message,
+                       ({"rule": "channels", "detail": f"{code} allows {allowed}; asked via {asked}",
                          "channels": list(reward.channels), "channel": channel},))
     sd = cat.store_discount
     rc = cat.reward_categories.get(reward.category)
     scoped = [(lim, code, 1) for lim in reward.limits] + [(lim, f"category {reward.category}", 2) for lim in (rc.limits if rc else ())]
     for lim, scope, field in scoped:
         match = code if field == 1 else reward.category
-        count = sum(1 for o in m.orders if o[field] == match and _same_period(m.cal, o[0], t, lim.per))
+        count = sum(1 for o in m.orders if o[field] == match and same_period(m.cal, o[0], t, lim.per))
         if count >= lim.max:
             return Refusal(1, "limit-reached",
                            f"limit reached: {scope} may be ordered {lim.max} time{'s' if lim.max != 1 else ''} "
@@ -351,7 +357,7 @@ def gift(cat: Catalog, sender: Member, recipient: Member, now, points: int) -> D
         return Refusal(1, "limit-reached", f"limit reached: at most {gift_rules.per_day} gift{'s' if gift_rules.per_day != 1 else ''} a calendar day",
                        ({"rule": "gifts.per_day", "detail": f"offers made today: {gift_rules.per_day} or more, at most {gift_rules.per_day}",
                          "max": gift_rules.per_day},))
-    month = sum(x["points"] for x in made if _same_period(cal, x["offered_at"], t, "month"))
+    month = sum(x["points"] for x in made if same_period(cal, x["offered_at"], t, "month"))
     if month + points > gift_rules.per_month_points:
         return Refusal(1, "limit-reached", f"limit reached: at most {gift_rules.per_month_points} points a calendar month in gifts; "
                        f"{month} offered this month, {max(gift_rules.per_month_points - month, 0)} left",
