@@ -652,7 +652,10 @@ def check_cmd(ctx, ledgers, scenario, files, jobs, engine, scheduler, save_ancho
     from bonuscli import catalog as catalog_mod
 
     shown = env.shown_catalog
-    _cat, probs = catalog_mod.validate(env.catalog_path, shown)
+    try:
+        _cat, probs = catalog_mod.validate(env.catalog_path, shown)
+    except model.FilesError as e:
+        raise env._catalog_error(e)  # a --catalog PATH that leads nowhere: bad input (exit 2)
     if probs:
         if env.as_json:
             render.emit_json({"valid": False, "catalog": shown,

@@ -402,7 +402,14 @@ def _report(problems, warn):
 def load_catalog(path: str, warn=None) -> Catalog:
     from bonuscli import catalog as catalog_mod
 
-    cat, probs = catalog_mod.validate(Path(path).expanduser(), path)
+    try:
+        cat, probs = catalog_mod.validate(Path(path).expanduser(), path)
+    except FilesError as e:
+        if e.kind == "catalog-missing":  # a file named on the command line that is not there: bad input
+            from bonuscli.model import BadInput
+
+            raise BadInput(e.message, e.kind) from None
+        raise
     if probs:
         _report(probs, warn)
         raise FilesError(f"invalid catalog {path}: {len(probs)} problem{'s' if len(probs) != 1 else ''} "

@@ -668,10 +668,10 @@ def test_empty_document_is_one_problem(run, tmp_path, content):
 def test_missing_file(run, sub, tmp_path):
     p = tmp_path / "nope.yaml"
     r = run("check", "--catalog", p)
-    assert r.exit_code == 3
-    assert r.stderr == f"error: catalog not found: {p}\n"
-    s = sub(["check", "--catalog", p])
-    assert s.returncode == 3 and s.stderr == f"error: catalog not found: {p}\n" and "Traceback" not in s.stderr
+    assert r.exit_code == 2  # CLI.md §2: a --catalog file that does not exist is bad input
+    assert r.stderr.startswith(f"error: catalog not found: {p}") and r.stderr.count("\n") == 1
+    s = sub(["check", "--catalog", p, "--json"])
+    assert s.returncode == 2 and json.loads(s.stderr)["error"]["kind"] == "catalog-missing"
 
 
 def test_catalog_not_a_mapping_is_one_problem(run, tmp_path):
