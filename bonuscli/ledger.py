@@ -96,6 +96,7 @@ class LedgerRead(Record):
     pretail: Optional[bytes] = None  # when torn: the last complete line, which the repair links to
     lines: int = 0  # complete lines in the file
     exists: bool = True  # False: no such file (a new member's ledger is created with O_EXCL)
+    unterminated: bool = False  # the last event is a complete, chained line that only lacks its newline
 
 
 def line_hash(raw: bytes) -> str:
@@ -196,6 +197,10 @@ def verify_chain(path: Path, data: bytes, phone: str | None = None, first: int =
             if named != n - 1 or n - 1 < first:
                 out.append((n, f"a repair must name the line right before it (line {n - 1}), not {named!r}: "
                                "it may only seal an append cut short"))
+            elif _chained_event(decoded[n - 1 - first],
+                                lines[n - 2 - first] if n - 2 >= first else before, phone):
+                out.append((n, f"a repair names line {n - 1}, a complete chained event: only an append cut short "
+                               "may be sealed (a forged repair would hide that line)"))
             else:
                 if event.get("offset") != start_of[n - 1]:
                     out.append((n, f"a repair names line {named} at the wrong byte offset"))
@@ -211,6 +216,36 @@ def verify_chain(path: Path, data: bytes, phone: str | None = None, first: int =
                                    "reordered"))
         prev_raw = raw
     return out
+
+
+def _chained_event(event, prev_raw: Optional[bytes], phone: Optional[str]) -> bool:
+    """A complete, current (schema 2) event of this phone whose `prev` links to the line before it
+    (`prev_raw`; None: it is the file's first line, linked to the phone): never an append cut short,
+    so never a line a `repair` may seal."""
+    if not isinstance(event, dict) or type(event.get("v")) is not int or event["v"] < 2:
+        return False
+    if event.get("type") not in EVENT_TYPES or event.get("type") == "repair":
+        return False
+    eid = event.get("id")
+    if phone is not None and not (isinstance(eid, str) and eid.startswith(phone + ".")):
+        return False
+    if prev_raw is not None:
+        return event.get("prev") == line_hash(prev_raw)
+    return phone is not None and event.get("prev") == genesis(phone)
+
+
+def completed(led: LedgerRead, phone: str) -> LedgerRead:
+    """`led` as a change sees it: a final line that only lacks its newline, and is a complete, valid,
+    chained event, is kept (the change appends the newline first: `chained`), never sealed."""
+    if led.torn is None:
+        return led
+    try:
+        event = _loads(led.tail)
+    except ValueError:
+        return led
+    if not _chained_event(event, led.pretail, phone) or "at" not in event:
+        return led
+    return led._replace(events=tuple(led.events) + (event,), torn=None, lines=led.lines + 1, unterminated=True)
 
 
 def tampered(path: Path, problems: list) -> FilesError:
@@ -369,6 +404,7 @@ def read_after(path: Path, offset: int, last_len: int, last_hash: str, first: in
         problems = verify_chain(path, rest, phone, first, before, offset, led.events)
         if problems:
             raise tampered(path, problems)
+        led = completed(led, phone)
     return led
 
 
@@ -386,6 +422,7 @@ def read(path: Path, phone: str | None = None) -> LedgerRead:
         problems = verify_chain(path, data, phone, events=led.events)
         if problems:
             raise tampered(path, problems)
+        led = completed(led, phone)  # a change keeps a whole last event that only lacks its newline
     return led
 
 
@@ -1046,7 +1083,9 @@ def chained(phone: str, events, ledger: LedgerRead) -> bytes:
     """The bytes that append `events` to `ledger`: a torn tail sealed first, every line chained."""
     chunks = []
     prev = ledger.tail if ledger.size else genesis(phone)
-    if ledger.torn is not None:
+    if ledger.unterminated:
+        chunks.append(b"\n")  # the last event, complete and chained, only lacked its newline: kept
+    elif ledger.torn is not None:
         chunks.append(b"\n")
         repair = {
             "v": SCHEMA_VERSION,

@@ -433,7 +433,7 @@ class Service:
             m.keep = register
             return m
 
-        if (self.snapshots and not register and not peers and led.torn is None
+        if (self.snapshots and not register and not peers and led.torn is None and not led.unterminated
                 and len(events) >= SNAPSHOT_MIN):
             last = _last_at(events)
             if last is not None and last <= t:

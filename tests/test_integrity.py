@@ -654,3 +654,45 @@ def test_a_signed_anchor_end_to_end(story, tmp_path):
     refused()  # signed, but by a key not listed
     (tmp_path / "anchor.json.sig").unlink()
     refused()  # no signature at all
+
+
+# ---------------------------------------------------------------- a repair may only seal an append cut short
+
+
+def test_a_forged_repair_naming_the_last_complete_line_is_tampering(story):
+    """Issue 23, scenario 1: a well-formed `repair` appended after the last line, naming it (the line
+    right before it, at its offset, with the hash of the line before that and a valid `prev`), hid a
+    redemption from every reader, and check passed. A repair may seal only a line that is not a
+    complete chained event."""
+    ok(story, "earn", A, "2000", "--category", "mobile", "--ref", "for-a-reward", "--at", T2)
+    ok(story, "redeem", A, "minutes_30", "--at", T2)
+    path = ledger(story, A)
+    rows = lines_of(path)
+    n = len(rows)  # the redemption, the last line
+    assert b'"redeem"' in rows[-1]
+    forged = {"v": 2, "id": f"{A}.r{n}", "type": "repair", "at": "2025-03-03T11:00:00+03:00", "line": n,
+              "offset": sum(len(r) + 1 for r in rows[:n - 1]), "note": "x",
+              "torn_prev": line_hash(rows[n - 2]), "prev": line_hash(rows[-1])}
+    write_lines(path, rows + [json.dumps(forged, separators=(",", ":")).encode()])
+    code, err = check(story)
+    assert code == 3 and f"{path}:{n + 1}: a repair names line {n}, a complete chained event" in err, err
+    refused_to_write(story, A)
+
+
+def test_a_whole_last_event_without_its_newline_is_completed_and_kept_not_sealed(story):
+    """The last event complete, valid and chained, only its newline missing: readers ignore it with a
+    warning (never acknowledged), and the next change appends the newline and keeps it: no repair,
+    so removing one newline can never let the next write hide a line."""
+    path = ledger(story, A)
+    before = ok(story, "balance", A, "--at", T2)["available"]
+    ok(story, "earn", A, "1000", "--category", "mobile", "--ref", "kept", "--at", T2)
+    raw = path.read_bytes()
+    path.write_bytes(raw[:-1])  # the newline of the last line, gone
+    code, doc, err, stderr = run(story, "balance", A, "--at", T2, "--json")
+    assert code == 0 and doc["available"] == before and "unfinished last line" in stderr
+    after = ok(story, "earn", A, "100", "--category", "mobile", "--ref", "next", "--at", T2)
+    events = [json.loads(r) for r in lines_of(path)]
+    assert [e["type"] for e in events].count("repair") == 0
+    assert [e.get("ref") for e in events[-2:]] == ["kept", "next"]
+    assert after["balance"] == before + 200 + 20  # both earns count
+    assert check(story)[0] == 0
