@@ -554,4 +554,16 @@ def check_anchor(svc, doc, name: str) -> list:
         elif n and ledger_mod.line_hash(lines[n - 1]) != head["hash"]:
             out.append(_problem(path, n, "this line is not the one the anchor saw: the ledger was edited, rewritten "
                                          "or restored from another copy"))
+        else:
+            for i, raw in enumerate(lines[n:], start=n + 1):  # a repair may never seal a line the anchor counted
+                if b'"repair"' not in raw:
+                    continue
+                try:
+                    event = ledger_mod.decode(raw)
+                except ValueError:
+                    continue
+                if isinstance(event, dict) and event.get("type") == "repair" and type(event.get("line")) is int \
+                        and event["line"] <= n:
+                    out.append(_problem(path, i, f"a repair names line {event['line']}, which the anchor counted "
+                                                 "as a whole line: tampering"))
     return out

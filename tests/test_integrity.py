@@ -696,3 +696,19 @@ def test_a_whole_last_event_without_its_newline_is_completed_and_kept_not_sealed
     assert [e.get("ref") for e in events[-2:]] == ["kept", "next"]
     assert after["balance"] == before + 200 + 20  # both earns count
     assert check(story)[0] == 0
+
+
+def test_a_repair_naming_a_line_the_anchor_counted_is_tampering(story, tmp_path):
+    """A repair naming a line an anchor counted as whole is tampering, whatever the line holds (the
+    anchor check says so on its own, besides the chain's own verdict)."""
+    anchor = tmp_path / "anchor.json"
+    kept = save_anchor(story, anchor)
+    path = ledger(story, B)
+    rows = lines_of(path)
+    n = len(rows)
+    forged = {"v": 2, "id": f"{B}.r{n}", "type": "repair", "at": "2025-03-03T11:00:00+03:00", "line": n,
+              "offset": sum(len(r) + 1 for r in rows[:n - 1]), "note": "x",
+              "torn_prev": line_hash(rows[n - 2]) if n > 1 else "", "prev": line_hash(rows[-1])}
+    write_lines(path, rows + [json.dumps(forged, separators=(",", ":")).encode()])  # hides the counted line n
+    code, err = check(story, "--anchor", anchor, "--anchor-digest", kept)
+    assert code == 3 and f"{path}:{n + 1}: a repair names line {n}, which the anchor counted" in err, err
