@@ -120,11 +120,10 @@ def _convert(node, budget, depth=0, constructor=None):
     return constructor.construct_object(node)
 
 
-def too_deep(text: str) -> bool:
-    """Refuse nesting before the composer recurses into it (in C it would crash, not raise).
-
-    Counts the scanner's start/end tokens; the scanners of PyYAML and libyaml do not recurse.
-    """
+def deep_line(text: str):
+    """The line of a YAML text where its nesting goes deeper than MAX_DEPTH, else None: counted on
+    the scanner's start and end tokens (the scanners of PyYAML and libyaml do not recurse), before
+    the composer recurses into it (in C it would crash, not raise). Catalogs and scenarios both."""
     import yaml
 
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -137,12 +136,20 @@ def too_deep(text: str) -> bool:
             if isinstance(token, opens):
                 depth += 1
                 if depth > MAX_DEPTH:
-                    return True
+                    return token.start_mark.line + 1
             elif isinstance(token, closes):
                 depth -= 1
-    except yaml.YAMLError as e:  # PyYAML >= 6.0.4 has a nesting limit of its own
-        return "nesting" in str(getattr(e, "problem", "") or e)
-    return False
+    except yaml.MarkedYAMLError as e:  # PyYAML >= 6.0.4 has a nesting limit of its own; else: malformed,
+        mark = e.problem_mark or e.context_mark  # which the composer reports
+        return (mark.line + 1 if mark else 1) if "nesting" in str(e.problem or "") else None
+    except yaml.YAMLError:
+        return None
+    return None
+
+
+def too_deep(text: str) -> bool:
+    """Refuse nesting before the composer recurses into it (`deep_line`)."""
+    return deep_line(text) is not None
 
 
 def parse_yaml(text: str, path: str):

@@ -122,34 +122,15 @@ def _mapping(node):
     return {str(_plain(k)): (k, v) for k, v in node.value}
 
 
-MAX_DEPTH = 64  # a scenario nests a handful of levels; `[[[[...` thousands deep is bad input, never a crash
+MAX_DEPTH = 64  # as catalogs (catalog.MAX_DEPTH, which `_too_deep` counts against)
 
 
 def _too_deep(text: str):
-    """The line where the nesting goes deeper than MAX_DEPTH, else None. Counted on the scanner's
-    tokens, which do not recurse, before the composer (in C it would crash) or `_plain` (Python's
-    recursion limit) go down into it; as catalog.too_deep does for catalogs."""
-    import yaml
+    """The line where a scenario's nesting goes deeper than catalog.MAX_DEPTH, else None (a scenario
+    nests a handful of levels; `[[[[...` thousands deep is bad input, never a crash)."""
+    from bonuscli.catalog import deep_line
 
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    opens = (yaml.BlockMappingStartToken, yaml.BlockSequenceStartToken, yaml.FlowMappingStartToken,
-             yaml.FlowSequenceStartToken)
-    closes = (yaml.BlockEndToken, yaml.FlowMappingEndToken, yaml.FlowSequenceEndToken)
-    depth = 0
-    try:
-        for token in yaml.scan(text, Loader=loader):
-            if isinstance(token, opens):
-                depth += 1
-                if depth > MAX_DEPTH:
-                    return token.start_mark.line + 1
-            elif isinstance(token, closes):
-                depth -= 1
-    except yaml.MarkedYAMLError as e:  # PyYAML >= 6.0.4 has a nesting limit of its own; else: malformed,
-        mark = e.problem_mark or e.context_mark  # which the composer reports below
-        return (mark.line + 1 if mark else 1) if "nesting" in str(e.problem or "") else None
-    except yaml.YAMLError:
-        return None
-    return None
+    return deep_line(text)
 
 
 def parse(path: str, text: str):
