@@ -97,3 +97,14 @@ def test_parallel_joins_equal_serial_ones_and_a_failed_commit_takes_new_ledgers_
     again = cli(data, "join", "--from", small, "--jobs", "1", "--json")
     assert again.returncode == 0, again.stderr
     assert cli(data, "check", "--ledgers", "--at", "2025-03-02").returncode == 0
+
+
+def test_a_referrer_later_in_the_file_at_the_same_instant_waits_for_the_next_round(run, tmp_path):
+    """Rows without `at` share the batch's instant, so time order cannot put a referrer first: C
+    (invited by B) comes before B (invited by A) in the file; C waits a round for B."""
+    f = tmp_path / "chain.csv"
+    f.write_text(f"phone,region,referrer\n{C},RU-MOW,{B}\n{B},RU-MOW,{A}\n{A},RU-MOW,\n")
+    r = run("join", "--from", f, "--at", "2025-03-01T10:00", "--json")
+    doc = json.loads(r.stdout)
+    assert r.exit_code == 0 and doc["applied"] == 3, doc
+    assert run("balance", B, "--at", "2025-03-02", "--json").json["available"] == 150 + 50
