@@ -37,6 +37,9 @@ from bonuscli import rules
 from bonuscli.model import FilesError
 
 
+DERIVED_FORGED = "derived-file-forged"  # the kind of a snapshot or catalog cache that is not what it derives from
+
+
 def _problem(path, line, message):
     return {"path": str(path), "line": line, "message": message, "text": f"{path}:{line}: {message}"}
 
@@ -80,6 +83,10 @@ def _check_member(svc, phone, now) -> tuple:
     except FilesError as e:
         return [{"path": str(path), "line": 0, "message": e.message, "text": e.message, "unreadable": True}], 0, []
     problems = check_ledger(svc, phone, led, now, chain)
+    if not problems:  # the derived file: what a replay of the (sound) lines it names gives, or forged
+        forged = svc.snapshot_forged(phone)
+        if forged:
+            problems.append(dict(_problem(svc.store.snapshot_path(phone), 1, forged), kind=DERIVED_FORGED))
     repairs = [{"path": str(path), "line": line_of(led, e["id"]), "sealed": e.get("line")}
                for e in led.events if e.get("type") == "repair"]
     return problems, len(led.events), repairs
@@ -105,6 +112,24 @@ def check_dir_summary(svc, now, jobs=None, engine=None) -> dict:
         for p in found:
             (unreadable if p.pop("unreadable", False) else problems).append(p)
     return {"problems": unreadable + problems, "ledgers": ledgers, "events": events, "repairs": repairs}
+
+
+def check_catalog_cache(svc) -> list:
+    """The catalog cache a command would use under the service's catalog, compared with that catalog,
+    which must be a parse of the file (`open_dir(..., catalog_cache=False)`): [] or its problem."""
+    from pathlib import Path
+
+    from bonuscli import catalog as catalog_mod
+    from bonuscli import paths
+
+    o = svc.opener
+    if o is None or o.catalog_cache:
+        return []
+    cache = catalog_mod.cache_forged(Path(o.catalog_path), o.shown, paths.cache_dir(Path(o.data_dir)), svc.catalog)
+    if cache is None:
+        return []
+    return [dict(_problem(cache, 1, f"this catalog cache is not what a parse of {o.shown} gives: a forged derived "
+                                    "file; deleting it is safe"), kind=DERIVED_FORGED)]
 
 
 class _Peers(dict):

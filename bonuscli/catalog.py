@@ -907,6 +907,26 @@ def cached_catalog_ok(cat) -> bool:
     return True
 
 
+def _cached(path: Path, shown: str, cache_dir: Path):
+    """(the cache file of this catalog, its key, the Catalog it holds or None). A cache is only an
+    optimisation: any doubt about the file is a miss (RecursionError, MemoryError too), never an error."""
+    key = identity(path)
+    cached = _cache_file(cache_dir, key)
+    try:
+        fd = os.open(cached, os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(fd, "rb") as f:
+            if os.fstat(f.fileno()).st_size > CACHE_MAX_BYTES:
+                raise ValueError("not a catalog cache: too large")
+            doc = _loads(f.read())
+        if doc.get("format") == CACHE_FORMAT and doc.get("key") == key:
+            cat = from_plain(doc["catalog"])
+            if isinstance(cat, Catalog) and cat.path == shown and cached_catalog_ok(cat):
+                return cached, key, cat
+    except Exception:
+        pass
+    return cached, key, None
+
+
 def load(path: Path, shown: str, cache_dir: Path | None = None, defer: list | None = None) -> Catalog:
     """A valid Catalog, or FilesError listing every problem (one per line). With `defer`, a cache
     miss appends the function that writes the cache instead of writing it (the caller runs it once
@@ -914,19 +934,12 @@ def load(path: Path, shown: str, cache_dir: Path | None = None, defer: list | No
     cached = None
     if cache_dir is not None:
         try:
-            key = identity(path)
-            cached = _cache_file(cache_dir, key)
-            fd = os.open(cached, os.O_RDONLY | os.O_NOFOLLOW)
-            with os.fdopen(fd, "rb") as f:
-                if os.fstat(f.fileno()).st_size > CACHE_MAX_BYTES:
-                    raise ValueError("not a catalog cache: too large")
-                doc = _loads(f.read())
-            if doc.get("format") == CACHE_FORMAT and doc.get("key") == key:
-                cat = from_plain(doc["catalog"])
-                if isinstance(cat, Catalog) and cat.path == shown and cached_catalog_ok(cat):
-                    return cat
-        except Exception:  # a cache is only an optimisation: any doubt is a miss (RecursionError, MemoryError too)
-            pass
+            cached, key, cat = _cached(path, shown, cache_dir)
+        except Exception:  # identity(): the catalog file is not there; validate() says so
+            cached = None
+        else:
+            if cat is not None:
+                return cat
     cat, probs = validate(path, shown)
     if probs:
         err = FilesError("\n".join(str(p) for p in probs), "catalog-invalid")
@@ -938,6 +951,17 @@ def load(path: Path, shown: str, cache_dir: Path | None = None, defer: list | No
         else:
             _save(cache_dir, cached, key, cat)
     return cat
+
+
+def cache_forged(path: Path, shown: str, cache_dir: Path, parsed: Catalog):
+    """For `check --ledgers`: the cache file of this catalog when a command would use it and it is not
+    what a parse of the catalog file gives (`parsed`), else None. (A cache no command would use, for
+    it is unreadable, out of range or of another catalog, is as if absent.)"""
+    try:
+        cached, _key, cat = _cached(path, shown, cache_dir)
+    except Exception:
+        return None
+    return cached if cat is not None and cat != parsed else None
 
 
 def _save(cache_dir: Path, cached: Path, key: str, cat: Catalog) -> None:

@@ -535,6 +535,24 @@ class FileStore:
     def read_checked(self, phone: str) -> tuple:
         return read_checked(self.path(phone), phone)
 
+    def read_prefix(self, phone: str, offset: int, last_len: int, last_hash: str) -> Optional[LedgerRead]:
+        """The lines before byte `offset` (a snapshot's), if the line ending there is still the one it
+        saw (else None)."""
+        try:
+            data = _read_bytes(self.path(phone), ledger=True)
+        except (OSError, FilesError):
+            return None
+        start = offset - last_len - 1
+        if start < 0 or len(data) < offset or data[offset - 1:offset] != b"\n" \
+                or line_hash(data[start:offset - 1]) != last_hash:
+            return None
+        return parse(self.path(phone), data[:offset])
+
+    @staticmethod
+    def plain(doc):
+        """`doc` as a snapshot file holds it (written and read back)."""
+        return _loads_snapshot(_dumps(doc))
+
     def exists(self) -> bool:
         if not self.root.is_dir():
             return False

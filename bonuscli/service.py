@@ -483,6 +483,33 @@ class Service:
         self._warn_torn(tail)
         return m
 
+    def snapshot_forged(self, phone: str) -> Optional[str]:
+        """For `check --ledgers`: why this member's snapshot is not what a replay from scratch of the
+        lines it names gives, or None (no snapshot, one no command would use, or a true one). A forged
+        snapshot is a planted answer: between two checks, a read shows it and a decision spends from it
+        (the lines after it are verified, not the state)."""
+        doc = self.store.load_snapshot(phone)
+        if doc is None:
+            return None
+        try:
+            if not (snapshot_header_ok(doc, phone, self.key, False) and snapshot_state_ok(doc, phone, False)):
+                return None  # no command uses it: as if absent
+            prefix = self.store.read_prefix(phone, doc["offset"], doc["last_len"], doc["last_hash"])
+        except SNAPSHOT_ERRORS:
+            return None
+        if prefix is None or not prefix.events:
+            return None  # the line it ends on is not there any more: no command uses it
+        last = _last_at(prefix.events)
+        m = rules.play(rules.Member(self.catalog, phone), prefix.events, last,
+                       self._peers(phone, prefix.events, last))
+        replayed = self.store.plain(rules.to_plain(m))
+        wrong = [k for k, v in (("lines", prefix.lines), ("at", last)) if doc[k] != v]
+        wrong += [k for k in rules.STATE_FIELDS if doc["state"].get(k) != replayed.get(k)]
+        if not wrong:
+            return None
+        return (f"this snapshot is not what a replay of the {prefix.lines} ledger lines it names gives "
+                f"(it differs in {', '.join(wrong)}): a forged derived file; deleting it is safe")
+
     # ------------------------------------------------------------ writing
 
     def transact(self, phones, now, decide):
@@ -803,25 +830,28 @@ class Opener(Record):
     shown: str
     lock_timeout: float = 10.0
     snapshots: bool = True
+    catalog_cache: bool = True
 
     def open(self, warn=None) -> "Service":
         return open_dir(Path(self.data_dir), Path(self.catalog_path), self.shown, self.lock_timeout, warn=warn,
-                        snapshots=self.snapshots)
+                        snapshots=self.snapshots, catalog_cache=self.catalog_cache)
 
 
 def open_dir(data_dir: Path, catalog_path: Path, shown: str, lock_timeout: float = 10.0, fault=None, warn=None,
-             snapshots: bool = True) -> Service:
+             snapshots: bool = True, catalog_cache: bool = True) -> Service:
     """A Service over a data directory with the catalog at `catalog_path` (parsed once, cached as
-    plain data under `<data-dir>/cache/`)."""
+    plain data under `<data-dir>/cache/`; `catalog_cache=False`: parsed, the cache neither read nor
+    written, as `check --ledgers` does, which verifies the cache)."""
     from bonuscli import catalog as catalog_mod
 
     data_dir, catalog_path = Path(data_dir), Path(catalog_path)
     pending: list = []
-    cat = catalog_mod.load(catalog_path, shown, paths.cache_dir(data_dir) if data_dir.is_dir() else None, pending)
+    cache_dir = paths.cache_dir(data_dir) if catalog_cache and data_dir.is_dir() else None
+    cat = catalog_mod.load(catalog_path, shown, cache_dir, pending)
     key = catalog_mod.identity(catalog_path)
     svc = Service(FileStore(data_dir, lock_timeout), cat, key, fault=fault, warn=warn, snapshots=snapshots)
     svc.pending = pending
-    svc.opener = Opener(str(data_dir), str(catalog_path), shown, lock_timeout, snapshots)
+    svc.opener = Opener(str(data_dir), str(catalog_path), shown, lock_timeout, snapshots, catalog_cache)
     return svc
 
 
