@@ -23,6 +23,9 @@ from pathlib import Path
 from bonuscli import workers
 from bonuscli.model import BadInput, BonusError, FilesError
 
+VERBOSE = False  # the CLI's --debug: let the libraries' log lines through (else none reaches stderr)
+QUIET = 100  # a logging level above CRITICAL: nothing is emitted
+_LIBRARY_LOGGERS = ("distributed", "dask", "tornado", "asyncio", "bokeh")
 LOCAL_WORKERS = 2  # a LocalCluster when no --scheduler is given: processes, one thread each
 CONNECT_TIMEOUT = 10  # seconds to reach a --scheduler before giving up (exit 3)
 INSTALL_HINT = "pip install 'bonuscli[dask]'"
@@ -47,6 +50,21 @@ def available() -> bool:
     return importlib.util.find_spec("distributed") is not None
 
 
+def quiet_logs(level: int) -> None:
+    """The libraries' loggers (and the handlers distributed installs) at `level` in this process:
+    QUIET unless --debug, so that no log line of Dask, tornado or asyncio reaches stderr (CLI.md §2)."""
+    import logging
+
+    for name in _LIBRARY_LOGGERS:
+        logger = logging.getLogger(name)
+        logger.setLevel(level)
+        for handler in logger.handlers:
+            handler.setLevel(level)
+    for name in list(logging.root.manager.loggerDict):  # distributed.nanny & co. set their own levels
+        if name.split(".")[0] in _LIBRARY_LOGGERS:
+            logging.getLogger(name).setLevel(level)
+
+
 class Cluster:
     """A dask.distributed Client, as a context manager.
 
@@ -68,6 +86,8 @@ class Cluster:
         import logging
 
         distributed = _distributed()
+        level = logging.WARNING if VERBOSE else QUIET
+        quiet_logs(level)
         if self.scheduler is None:
             try:
                 # no dashboard; the scheduler's always-on HTTP endpoint on a free loopback port (its
@@ -75,7 +95,10 @@ class Cluster:
                 self._cluster = distributed.LocalCluster(
                     n_workers=self.workers, threads_per_worker=1, processes=True, dashboard_address=None,
                     host="127.0.0.1", scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
-                    silence_logs=logging.ERROR)
+                    silence_logs=level)
+                # `silence_logs` reaches our own workers' processes, which write to our stderr (a
+                # heartbeat's traceback at shutdown, say); a --scheduler's workers log where their
+                # operator runs them
                 self.client = distributed.Client(self._cluster, set_as_default=False)
             except Exception as e:
                 self.close()

@@ -168,3 +168,30 @@ def test_a_forged_catalog_cache_does_not_mislead_the_check_itself(run, tmp_path)
     assert r.exit_code == 3
     assert _error(r)["kind"] == "derived-file-forged"
     assert [p["path"] for p in json.loads(r.stdout)["problems"]] == [str(cache)]
+
+
+# ---------------------------------------------------------------- what only an anchor catches (scenario 5)
+
+
+def test_a_whole_ledger_rewritten_without_its_chain_passes_check_alone_and_fails_the_anchor(run, tmp_path):
+    """Scenario 5: a whole ledger rewritten in schema 1 (no chain; release 0.1.0 ledgers still read)
+    with an earn removed checks clean on its own, as docs/reliability.md now says; only an anchor
+    kept elsewhere tells."""
+    data = tmp_path / "d"
+    run.ok("join", A, "--region", "RU-MOW", "--at", "2025-01-05T10:00", "--data-dir", data)
+    run.ok("earn", A, "1000", "--category", "mobile", "--at", "2025-01-06T10:00", "--data-dir", data)
+    run.ok("redeem", A, "minutes_30", "--at", "2025-01-07T10:00", "--data-dir", data)
+    anchor = tmp_path / "anchor.json"
+    digest = run.j("check", "--ledgers", "--save-anchor", anchor, "--data-dir", data)["anchor"]
+    led = data / "ledgers" / f"{A}.jsonl"
+    events = [json.loads(raw) for raw in led.read_bytes().splitlines()]
+    kept = [e for e in events if e["type"] != "redeem"]  # the redemption hidden: its points spent again
+    for e in kept:
+        e["v"] = 1
+        e.pop("prev", None)
+    led.write_text("".join(json.dumps(e, separators=(",", ":")) + "\n" for e in kept))
+    assert check(run, data).exit_code == 0  # check alone cannot tell
+    r = run("check", "--ledgers", "--json", "--anchor", anchor, "--anchor-digest", digest, "--data-dir", data)
+    assert r.exit_code == 3
+    assert _error(r)["kind"] == "ledger-unsound"
+    assert any(p["path"] == str(led) for p in json.loads(r.stdout)["problems"])
