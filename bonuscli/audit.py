@@ -57,14 +57,7 @@ def conservation(m) -> tuple:
 
 def line_of(led, event_id) -> int:
     """1-based line number of an event in a ledger file (by id)."""
-    try:
-        with open(led.path, "rb") as f:
-            for n, raw in enumerate(f, start=1):
-                if f'"id":"{event_id}"'.encode() in raw:
-                    return n
-    except OSError:
-        pass
-    return 1
+    return ledger_mod.line_of(led.path, event_id)
 
 
 def check_member(svc, phone, now) -> tuple:
@@ -181,6 +174,7 @@ class LedgerContext:
         self.ledgers[phone] = led
         self.types = {e["type"] for e in led.events}  # the types of its events (`_events`)
         self._member = None
+        self._svc = svc
 
     @property
     def member(self):
@@ -193,14 +187,17 @@ class LedgerContext:
 
     def _replay(self):
         t = rules.seconds(self.now)
-        peers = {}
-        for p in rules.peers_needed(self.led.events, t):
-            other = self.ledgers.get(p)
-            peers[p] = other.events if other is not None else ()
         try:
+            peers = {}
+            for p in rules.peers_needed(self.led.events, t):
+                other = self.ledgers.get(p)
+                peers[p] = other.events if other is not None else ()
             return rules.replay(self.catalog, self.phone, self.led.events, t, peers)
-        except Exception as e:  # a ledger the rules cannot replay is unsound: check_replay says so
-            return e
+        except Exception as e:  # a ledger the rules cannot replay is unsound: check_replay says so, and where
+            try:
+                return self._svc._unreplayable(self.phone, self.led, t, e)
+            except Exception:
+                return e
 
 
 def _stage(name: str):
@@ -301,6 +298,8 @@ def check_replay(ctx) -> list:
     read the replay, or the events the rules could not make sense of."""
     e = ctx.member
     if isinstance(e, Exception):
+        if isinstance(e, FilesError) and getattr(e, "line", None):  # the first line the rules cannot replay
+            return Stop([Found(e.line, f"the rules cannot replay this event ({e.cause})")])
         return Stop([Found(1, f"cannot replay this ledger ({type(e).__name__}: {e})")])
     return []
 
@@ -458,7 +457,14 @@ def run_checks(ctx: LedgerContext, checks=LEDGER_CHECKS) -> list:
     for stage in _stages(checks):
         found, stop = [], False
         for check in stage:
-            got = check(ctx)
+            try:
+                got = check(ctx)
+            except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+                # a line that chains but lacks what its type needs, here or in a ledger this one names
+                # (edited and re-chained outside bonuscli): a problem to report, never an internal error
+                got = [Found(1, f"{check.__name__[6:].replace('_', ' ')}: cannot read the events involved "
+                                f"({type(e).__name__}: {e}); a ledger was edited outside bonuscli (the other "
+                                "ledgers' own problems are listed under their paths)")]
             if got:
                 found.extend(got)
                 if type(got) is Stop:

@@ -21,7 +21,7 @@ from bonuscli import requests as rq
 from bonuscli import rules
 from bonuscli.commands import COMMANDS
 from bonuscli.model import BadInput, BonusError, FilesError, Refusal, iso, parse_when, Record
-from bonuscli.workers import orphan_guard
+from bonuscli.workers import can_fork, orphan_guard
 
 
 class Row(Record):
@@ -403,7 +403,7 @@ def run(svc, source: str, kind: str, now, dry_run: bool, jobs=None, progress=Non
         parallel = jobs > 1 and spool.lines >= PARALLEL_ROWS and opener is not None
         parts = spool.parts(split=parallel)
         if parallel and len(parts) > 1:
-            results = _parallel(opener, kind, spool.form, parts, now, dry_run, jobs)
+            results = _parallel(opener, kind, spool.form, parts, now, dry_run, jobs, getattr(svc, "fault", None))
         else:
             results = (_group(svc, kind, spool.form, part, now, dry_run) for part in parts)
         deferred: list = []
@@ -489,10 +489,14 @@ def _group(svc, kind, form: Form, part, now, dry_run) -> tuple:
 _WORKER = {}
 
 
-def _worker_init(opener, now_text, parent=None):
+def _worker_init(opener, now_text, parent=None, fault=None):
     if parent is not None:
         orphan_guard(parent)  # a worker ends when the batch's process is killed (as fleet's do)
     _WORKER["svc"] = opener.open()
+    # the crash tests' hook (None unless BONUSCLI_FAULT is set), inherited by the fork: the worker's
+    # write points (ledger.Commit: each append, before the chunk's syncfs, after it) fire it as the
+    # serial batch's do, counted with the other processes of the command
+    _WORKER["svc"].fault = fault
     _WORKER["now"] = parse_when(now_text, _WORKER["svc"].catalog.tz)
 
 
@@ -500,13 +504,26 @@ def _worker_group(kind, dry_run, form, part):
     return _group(_WORKER["svc"], kind, form, part, _WORKER["now"], dry_run)
 
 
-def _parallel(opener, kind, form, parts, now, dry_run, jobs):
-    """Groups spread over a process pool; results in the order of the groups."""
+def _parallel(opener, kind, form, parts, now, dry_run, jobs, fault=None):
+    """Groups spread over a process pool; results in the order of the groups. Forked where this
+    system can (the workers inherit `fault`, which cannot travel otherwise). A worker that dies
+    (killed, out of memory) stops the batch with exit 3: its members' rows may be applied or not,
+    so nothing of the batch is reported; running the same file again completes it."""
+    import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
 
-    with ProcessPoolExecutor(max_workers=jobs, initializer=_worker_init,
-                             initargs=(opener, iso(now), os.getpid())) as pool:
-        yield from pool.map(_worker_group, [kind] * len(parts), [dry_run] * len(parts), [form] * len(parts), parts)
+    forked = can_fork()
+    context = multiprocessing.get_context("fork") if forked else None
+    try:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_worker_init,
+                                 initargs=(opener, iso(now), os.getpid(), fault if forked else None)) as pool:
+            yield from pool.map(_worker_group, [kind] * len(parts), [dry_run] * len(parts), [form] * len(parts),
+                                parts)
+    except BrokenProcessPool:
+        raise FilesError("a worker process of the batch ended unexpectedly (killed?); the rows of its members "
+                         "may be applied or not: run the same file again (rows already applied are duplicates)",
+                         "worker-lost") from None
 
 
 def _parse(cat, spec: Spec, form: Form, lines, counts, problems, today=None) -> list:

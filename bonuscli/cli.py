@@ -69,7 +69,13 @@ class Env:
             raise model.BadInput(f"{ENV_LOCK_TIMEOUT} must be a number of seconds from 0 to 86400 "
                                  f"(got {timeout!r})", "usage")
         self._service = self._catalog = self._now = None
-        self._fault_count = 0
+        self.catalog_cache = True  # False: the catalog parsed, its cache neither read nor written (check)
+        self._fault_count = None
+        if self.fault_spec:  # tests only: one count for the command and the workers it forks (--jobs)
+            import multiprocessing
+
+            self._fault_count = multiprocessing.Value("q", 0)
+            self._fault_pid = os.getpid()
 
     @property
     def data_dir(self):
@@ -92,7 +98,9 @@ class Env:
         if self._service is None:
             try:
                 self._service = service_mod.open_dir(self.data_dir, self.catalog_path, self.shown_catalog,
-                                                     self.lock_timeout, self.fault, render.warn)
+                                                     self.lock_timeout, self.fault if self.fault_spec else None,
+                                                     render.warn,
+                                                     catalog_cache=self.catalog_cache)
             except model.FilesError as e:
                 raise self._catalog_error(e)
             if _ONE_SHOT:
@@ -129,16 +137,23 @@ class Env:
         return self._now
 
     def fault(self, phase, phone):
-        """Fault injection for the crash tests: BONUSCLI_FAULT=PHASE[:N]."""
+        """Fault injection for the crash tests: BONUSCLI_FAULT=PHASE[:N] kills the command at its Nth
+        PHASE (or raises a disk error, BONUSCLI_FAULT_MODE=oserror), counted across the worker
+        processes a batch forks (--jobs). In a worker it kills the command's process first, so the
+        whole batch dies at that write point (the other workers with it: workers.orphan_guard)."""
         if not self.fault_spec:
             return
         want, _, n = self.fault_spec.partition(":")
         if phase != want:
             return
-        self._fault_count += 1
-        if self._fault_count == int(n or 1):
+        with self._fault_count.get_lock():
+            self._fault_count.value += 1
+            hit = self._fault_count.value == int(n or 1)
+        if hit:
             if self.fault_mode == "oserror":
                 raise OSError(28, "No space left on device")
+            if os.getpid() != self._fault_pid and os.getppid() == self._fault_pid:
+                os.kill(self._fault_pid, 9)
             os.kill(os.getpid(), 9)
 
 
@@ -163,6 +178,17 @@ def _remember(ctx, param, value):
     return value
 
 
+def _remember_table(ctx, param, value):
+    """--table NAME, remembered as the other global options are; a writing command's tables are known
+    before it runs (render.WRITES), so a name it does not have is refused before anything is written."""
+    _remember(ctx, param, value)
+    name = ctx.find_root().meta.get("globals", {}).get("table")
+    command = ctx.command.name if ctx.parent is not None else None
+    if name is not None and command in render.WRITES and not ctx.resilient_parsing:
+        render.check_table(name, (command,) + render.WRITES[command], command, command)
+    return value
+
+
 def _global_specs():
     """(declarations, attributes) of the global options, which the group and every subcommand take."""
     return [
@@ -176,6 +202,9 @@ def _global_specs():
                                   is_eager=True, help="Print JSON for scripts instead of tables (= --format json).")),
         (("--format", "fmt"), dict(type=click.Choice(FORMATS), expose_value=False, callback=_remember, is_eager=True,
                                    help="Output: table (for people), json, csv or tsv (rows with a header).")),
+        (("--table", "table"), dict(metavar="NAME", expose_value=False, callback=_remember_table, is_eager=True,
+                                    help="Print this one of the command's flat tables (csv, tsv, table output; "
+                                         "an unknown NAME lists them).")),
         (("--debug",), dict(is_flag=True, default=False, expose_value=False, callback=_remember, is_eager=True,
                             hidden=True, help="Show a traceback on internal errors.")),
     ]
@@ -432,14 +461,26 @@ def with_globals(cmd):
 # ---------------------------------------------------------------- shared plumbing
 
 
-def emit(env: Env, view, human, rows=None):
-    """Print a command's result in the format asked: a table for people, JSON, or CSV/TSV rows
-    (`rows(view)`; by default a list is its rows and an object is one row)."""
+def emit(env: Env, view, human, rows=None, main=None, lines=False):
+    """Print a command's result in the format asked: a table for people, JSON (`lines`: one object a
+    line), or CSV/TSV: one flat table of the view (render.tables, CLI.md §1), the one `--table NAME`
+    names, else `rows` (a table's name), else `main`, the table of the record itself (or of each record
+    of a list; default: the command's name). `--table` also picks a table for people; JSON holds them all."""
+    ctx = click.get_current_context()
+    command = ctx.command.name
+    if callable(rows):  # the rows themselves, as the table
+        view, rows = rows(view), None
+    name = ctx.find_root().meta.get("globals", {}).get("table")
+    picked = None
+    if env.fmt in ("csv", "tsv") or name is not None:  # (with JSON, only to refuse an unknown name)
+        picked = render.pick(view, main or command, name, rows, command, render.WRITES.get(command, ()))
     if env.fmt == "json":
-        render.emit_json(view)
+        render.emit_json_lines(view) if lines else render.emit_json(view)
     elif env.fmt in ("csv", "tsv"):
-        data = rows(view) if rows is not None else (view if isinstance(view, list) else [view])
-        render.emit_rows(data, "," if env.fmt == "csv" else "\t")
+        render.write_rows(*picked, delimiter="," if env.fmt == "csv" else "\t")
+    elif name is not None:
+        header, data = picked
+        render.out(render.table([[render.printable(c) for c in r] for r in data], header))
     else:
         render.out(human(view))
 
@@ -502,7 +543,15 @@ def _completer(values, upper=False):
     return complete
 
 
-complete_region = _completer(lambda env: env.catalog.regions, upper=True)
+def complete_region(ctx, param, incomplete):
+    """`--region`: the codes starting with what was typed (any case), then the codes of the regions whose
+    name starts with it (`bry` offers RU-BRY): `requests.region_completions`. Never raises."""
+    try:
+        return rq.region_completions(env_of(ctx).catalog, incomplete)
+    except Exception:
+        return []
+
+
 complete_reward = _completer(lambda env: env.catalog.rewards)
 complete_category = _completer(lambda env: list(env.catalog.categories))
 complete_reward_category = _completer(lambda env: env.catalog.reward_categories)
@@ -593,7 +642,7 @@ def catalog_cmd(ctx, code, region, category, search, max_price, channel):
         emit(env, doc, lambda d: kv(d, [k for k in d]))
         return
     rows = service_mod.catalog_rows(cat, region, category, search, max_price, channel)
-    if env.fmt != "table":
+    if env.fmt != "table" or ctx.find_root().meta.get("globals", {}).get("table") is not None:
         emit(env, rows, None)
         return
     render.out(render.table(
@@ -674,6 +723,7 @@ def check_cmd(ctx, ledgers, scenario, files, jobs, engine, scheduler, save_ancho
     if ledgers:
         from bonuscli import audit
 
+        env.catalog_cache = False  # the catalog as parsed: the cache is one of the files checked
         svc = env.service
         svc.require_data()
         anchor_doc = previous = None
@@ -683,10 +733,12 @@ def check_cmd(ctx, ledgers, scenario, files, jobs, engine, scheduler, save_ancho
         if engine == "dask":
             from bonuscli import dask_engine
 
+            dask_engine.VERBOSE = env.debug  # library log lines only with --debug
             summary = dask_engine.check_dir_summary(svc, env.now, scheduler=scheduler)
         else:
             summary = audit.check_dir_summary(svc, env.now, jobs)
         problems = summary["problems"]
+        problems = problems + audit.check_catalog_cache(svc)
         if anchor_doc is not None:
             problems = audit.check_anchor(svc, anchor_doc, anchor_file) + problems
         if not problems and save_anchor is not None:
@@ -704,8 +756,11 @@ def check_cmd(ctx, ledgers, scenario, files, jobs, engine, scheduler, save_ancho
                 render.emit_json({"valid": False, "problems": problems})
             for p in problems:
                 render.warn(p["text"])
-            raise model.FilesError(f"{len(problems)} problem{'s' if len(problems) != 1 else ''} in the ledgers of "
-                                   f"{env.data_dir}", "ledger-unsound")
+            derived = all(p.get("kind") == audit.DERIVED_FORGED for p in problems)
+            raise model.FilesError(f"{len(problems)} problem{'s' if len(problems) != 1 else ''} in the "
+                                   f"{'derived files' if derived else 'ledgers'} of {env.data_dir}"
+                                   + (" (deleting them is safe)" if derived else ""),
+                                   audit.DERIVED_FORGED if derived else "ledger-unsound")
     counts = {k: summary[k] for k in ("ledgers", "events", "repairs")} if summary is not None else {}
     if env.as_json:
         render.emit_json(dict({"valid": True, "catalog": shown}, **counts, **({"anchor": digest} if digest else {})))
@@ -774,6 +829,7 @@ def run_scenarios(env, files, engine, scheduler) -> int:
     if engine == "dask":
         from bonuscli import dask_engine
 
+        dask_engine.VERBOSE = env.debug  # library log lines only with --debug
         results = dask_engine.run_scenarios([str(f) for f in files], env.catalog_path, scheduler=scheduler)
     else:
         results = [scenario_mod.run_one(str(f), env.catalog_path) for f in files]
@@ -867,9 +923,14 @@ def human_balance(v):
     return text
 
 
-HISTORY_TYPES = ("join", "welcome", "earn", "card_welcome", "referral", "redeem", "expire", "gift_out", "gift_in",
-                 "gift_accept", "gift_reject", "gift_return", "gift_accepted", "gift_forfeited", "gift_expired",
-                 "refund", "adjust", "leave")
+class _HistoryTypeOption(click.Option):
+    """`history --type`: its help lists the types and families of `requests.history_types`, read only
+    when the help is shown (start-up does not import requests)."""
+
+    def get_help_record(self, ctx):
+        self.help = (f"Only rows of these comma-separated types ({', '.join(rq.HISTORY_TYPES)}) or families "
+                     f"(a family is all its types: {rq.history_families_text()}).")
+        return super().get_help_record(ctx)
 
 
 @command("history")
@@ -877,8 +938,8 @@ HISTORY_TYPES = ("join", "welcome", "earn", "card_welcome", "referral", "redeem"
 @click.option("--from", "from_date", help="Only rows on or after this date (YYYY-MM-DD, or a month YYYY-MM or year "
               "YYYY from its first day; program time).")
 @click.option("--until", "until_date", help="Only rows on or before this date (a month or year: up to its last day).")
-@click.option("--type", "types", help=f"Only rows of these comma-separated types ({', '.join(HISTORY_TYPES)}).",
-              shell_complete=_completer(lambda env: HISTORY_TYPES))
+@click.option("--type", "types", cls=_HistoryTypeOption, help="Only rows of these comma-separated types or families.",
+              shell_complete=_completer(lambda env: rq.HISTORY_TYPES + tuple(rq.HISTORY_FAMILIES)))
 @click.pass_context
 def history_cmd(ctx, phone, from_date, until_date, types):
     """List a member's events oldest first, with the running balance (JSON lines with --json).
@@ -888,27 +949,14 @@ def history_cmd(ctx, phone, from_date, until_date, types):
     """
     env = env_of(ctx)
     lo, hi = (d.isoformat() if d else None for d in rq.date_range(from_date, until_date))
-    wanted = None
-    if types is not None:
-        wanted = {t.strip().lower() for t in types.split(",") if t.strip()}
-        unknown = sorted(wanted - set(HISTORY_TYPES))
-        if unknown or not wanted:
-            raise model.BadInput(f"--type: unknown type {', '.join(unknown) or '(none)'}"
-                                 f"{rq.suggest(unknown[0], HISTORY_TYPES, '') if unknown else ''} "
-                                 f"(types: {', '.join(HISTORY_TYPES)})", "usage")
+    wanted = rq.history_types(types) if types is not None else None
     rows = [r for r in env.service.history(rq.phone(phone), env.now)
             if (lo is None or r["at"][:10] >= lo) and (hi is None or r["at"][:10] <= hi)
             and (wanted is None or r["type"] in wanted)]
-    if env.fmt == "json":
-        render.emit_json_lines(rows)
-        return
-    if env.fmt in ("csv", "tsv"):
-        render.emit_rows(rows, "," if env.fmt == "csv" else "\t")
-        return
-    render.out(render.table([[r["at"], r["type"], f"{r['points']:+d}" if r["points"] else "0", r["balance"],
-                              render.printable(r["detail"]) + (f" ({r['debt_repaid']} repaid debt)"
-                                                               if r.get("debt_repaid") else "")] for r in rows],
-                            ["at", "event", "points", "balance", "detail"]))
+    emit(env, rows, lambda rs: render.table(  # "type": the same column as in JSON and CSV ("event" is the line's id)
+        [[r["at"], r["type"], f"{r['points']:+d}" if r["points"] else "0", r["balance"],
+          render.printable(r["detail"]) + (f" ({r['debt_repaid']} repaid debt)" if r.get("debt_repaid") else "")]
+         for r in rs], ["at", "type", "points", "balance", "detail"]), lines=True)
 
 
 @command("leave")
@@ -1084,7 +1132,7 @@ def forecast_cmd(ctx, phone, days, until):
     if days is not None and until is not None:
         raise model.BadInput("give --days or --until, not both", "usage")
     until_d = rq.period_bound(until, "--until", end=True) if until else None
-    emit(env, env.service.forecast(rq.phone(phone), env.now, days, until_d), human_forecast, lambda v: v["lots"])
+    emit(env, env.service.forecast(rq.phone(phone), env.now, days, until_d), human_forecast, "lots")
 
 
 def human_forecast(v):
@@ -1238,13 +1286,16 @@ def completion_cmd(ctx, shell):
 @click.option("--scenario", "scenario", type=click.Path(dir_okay=False),
               help="Replay this scenario's members under both catalogs.")
 @click.option("--fail-on", "fail_on", default="", help="Comma-separated change kinds that exit 1 (e.g. price-increase).")
+@click.option("--changed-only", "changed_only", is_flag=True,
+              help="With --ledgers or --scenario: list only the members whose available points change "
+                   "(the total still counts every member).")
 @click.option("--engine", type=click.Choice(["local", "dask"]), default="local", show_default=True,
               help="Where whole-directory work runs: this machine's processes, or a Dask cluster.")
 @click.option("--scheduler", metavar="ADDRESS", help="With --engine dask: a running scheduler (default: a local cluster).")
 @click.option("--jobs", type=click.IntRange(min=1),
               help="With --ledgers or --scenario: processes replaying members (default: the core count).")
 @click.pass_context
-def diff_cmd(ctx, old, new, ledgers, scenario, fail_on, engine, scheduler, jobs):
+def diff_cmd(ctx, old, new, ledgers, scenario, fail_on, changed_only, engine, scheduler, jobs):
     """What changed between two catalogs, and what it does to members.
 
     \b
@@ -1260,6 +1311,9 @@ def diff_cmd(ctx, old, new, ledgers, scenario, fail_on, engine, scheduler, jobs)
                              "usage")
     if ledgers and scenario:
         raise model.BadInput("give --ledgers or --scenario FILE, not both", "usage")
+    if changed_only and not (ledgers or scenario):
+        raise model.BadInput("--changed-only filters the members of an impact: give --ledgers or --scenario FILE "
+                             "with it", "usage")
     old_cat, new_cat = diff_mod.load_catalog(old, render.warn), diff_mod.load_catalog(new, render.warn)
     doc = {"old": old, "new": new, "changes": diff_mod.changes(old_cat, new_cat)}
     if ledgers or scenario:
@@ -1277,15 +1331,18 @@ def diff_cmd(ctx, old, new, ledgers, scenario, fail_on, engine, scheduler, jobs)
             if engine == "dask":
                 from bonuscli import dask_engine
 
+                dask_engine.VERBOSE = env.debug  # library log lines only with --debug
                 doc["impact"] = dask_engine.impact(old_cat, new_cat, env.data_dir, now, scheduler=scheduler,
                                                    warn=render.warn)
             else:
                 doc["impact"] = diff_mod.impact_dir(old_cat, new_cat, svc.store, now, jobs=jobs, warn=render.warn)
         else:
             doc["impact"] = diff_mod.impact(old_cat, new_cat, files, now, jobs=jobs)
+        if changed_only:
+            doc["impact"] = diff_mod.changed_only(doc["impact"])
     found = [k for k in kinds if any(c["kind"] == k for c in doc["changes"])]
     doc["failed_on"] = found
-    emit(env, doc, diff_mod.human, lambda d: d["changes"])
+    emit(env, doc, diff_mod.human, "members" if "impact" in doc else "changes", main="summary")
     if found:
         n = sum(1 for c in doc["changes"] if c["kind"] in found)
         render.error(model.Refused(f"{n} change{'s' if n != 1 else ''} of a kind named in --fail-on: "
@@ -1360,7 +1417,7 @@ def explain_cmd(ctx, phone, key):
     """
     env = env_of(ctx)
     view = env.service.explain(rq.phone(phone), env.now, key)
-    emit(env, view, lambda v: render.printable_lines(steps_text(v)), lambda v: v["steps"])
+    emit(env, view, lambda v: render.printable_lines(steps_text(v)), "steps")
 
 
 @command("report")
@@ -1388,10 +1445,11 @@ def report_cmd(ctx, region, from_date, until_date, jobs, engine, scheduler):
     if engine == "dask":
         from bonuscli import dask_engine
 
+        dask_engine.VERBOSE = env.debug  # library log lines only with --debug
         view = dask_engine.report(svc, env.now, region, f, u, scheduler=scheduler)
     else:
         view = fleet.report(svc, env.now, region, f, u, jobs)
-    emit(env, view, fleet.human, lambda v: v["months"])
+    emit(env, view, fleet.human, "months", main="summary")
 
 
 @command("export")

@@ -209,8 +209,22 @@ def _document(ledgers, requests, figures: dict, changed, now) -> dict:
         if req.command == "redeem" and a_ok and b_kind == "insufficient-points":
             unaffordable.append({"phone": req.phone, "at": iso(req.at), "code": req.args["code"],
                                  "points_old": a_spent, "message": b_message})
-    return {"as_of": iso(now), "members": members, "total": total, "no_longer_affordable": unaffordable,
-            "outcome_changes": outcome_changes, "requests": len(requests)}
+    return {"as_of": iso(now), "members": members, "total": total, "changed": changed_count(members),
+            "no_longer_affordable": unaffordable, "outcome_changes": outcome_changes, "requests": len(requests)}
+
+
+def changed_count(members: list) -> int:
+    """`impact.changed`: how many members' available points differ between the two catalogs. The one
+    place it is counted: `_document` (a whole replay, or one group's) and `merge_impacts` (over the
+    merged members, never summed from the parts) both call it, so every engine and `--jobs` give the
+    same count, and `--changed-only` (`changed_only`, applied after it) cannot change it."""
+    return sum(1 for m in members if m["available_new"] != m["available_old"])
+
+
+def changed_only(imp: dict) -> dict:
+    """`--changed-only`: the impact with only the members whose available points change; `total`
+    and `changed` still count every member."""
+    return dict(imp, members=[m for m in imp["members"] if m["available_new"] != m["available_old"]])
 
 
 def impact_reference(old: Catalog, new: Catalog, ledgers: dict, now: dt.datetime) -> dict:
@@ -319,6 +333,7 @@ def merge_impacts(docs: list, keys: list, ukeys: list) -> dict:
         for k, v in d["total"].items():
             total[k] = total.get(k, 0) + v
     out["total"] = total
+    out["changed"] = changed_count(out["members"])
     out["requests"] = sum(d["requests"] for d in docs)
     out["outcome_changes"] = [c for _, c in heapq.merge(*[list(zip(k, d["outcome_changes"]))
                                                           for d, k in zip(docs, keys)], key=lambda x: x[0])]
@@ -439,10 +454,15 @@ def human(doc) -> str:
         t = imp["total"]
         text += f"\n\nimpact as of {imp['as_of']} ({t['members']} member{'s' if t['members'] != 1 else ''}, " \
                 f"{imp['requests']} requests replayed)\n"
-        mrows = [[m["phone"], m["available_old"], m["available_new"], f"{m['change']:+d}", m["earned_old"],
-                  m["earned_new"]] for m in imp["members"]]
-        mrows.append(["total", t["available_old"], t["available_new"], f"{t['change']:+d}", t["earned_old"],
-                      t["earned_new"]])
+        # the total and the count first: a big diff is read from the top (issue 24)
+        text += f"available changes for {imp['changed']} of {t['members']} member{'s' if t['members'] != 1 else ''}"
+        if len(imp["members"]) < t["members"]:
+            text += " (only they are listed; the total counts every member)"
+        text += "\n"
+        mrows = [["total", t["available_old"], t["available_new"], f"{t['change']:+d}", t["earned_old"],
+                  t["earned_new"]]]
+        mrows += [[m["phone"], m["available_old"], m["available_new"], f"{m['change']:+d}", m["earned_old"],
+                   m["earned_new"]] for m in imp["members"]]
         text += render.table([[str(c) for c in r] for r in mrows],
                              ["phone", "available old", "available new", "change", "earned old", "earned new"])
         if imp["no_longer_affordable"]:

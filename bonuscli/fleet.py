@@ -22,6 +22,43 @@ def member_summary(svc, phone, now):
         return {"phone": phone, "error": e.message}
 
 
+def period_instants(cal, now_t: int, from_date=None, until_date=None) -> tuple:
+    """(opening, closing): the instants (epoch seconds, as of which a balance is read, that instant
+    included, as `--at` reads it) that bound the period of `--from`/`--until`. Opening: the last
+    second before --from's first instant (its local 00:00), None without --from (before anything: a
+    balance of 0). Closing: the last second of --until's last day, or `now` when that is earlier
+    (nothing after `now` is known). Both at most `now`, so opening <= closing."""
+    opening = None if from_date is None else min(cal.start(from_date.toordinal()) - 1, now_t)
+    closing = now_t if until_date is None else min(cal.start(until_date.toordinal() + 1) - 1, now_t)
+    return opening, closing
+
+
+def position(m) -> tuple:
+    """(outstanding + held - debt, gifts received - gifts given) of one member's replayed state: the
+    points the program owes it, and what gifts have moved to it from other members so far."""
+    if m is None:
+        return 0, 0
+    return m.available() - m.debt, m.totals["received"] - m.totals["gifted"]
+
+
+def report_member(svc, phone, now, opening, closing):
+    """`member_summary` plus `period`: (balance at `opening`, balance at `closing`, gifts received
+    minus given between them), each balance outstanding + held - debt from a replay of the member as
+    of that instant (`period_instants`; the replay as of `now` serves when closing is now)."""
+    try:
+        m = svc.member(phone, now, register=True)
+        s = rules.summary(m, now)
+        if s is None:
+            return None
+        t = rules.seconds(now)
+        a = position(svc.member(phone, opening) if opening is not None else None)
+        b = position(m if closing == t else svc.member(phone, closing))
+    except FilesError as e:
+        return {"phone": phone, "error": e.message}
+    s["period"] = (a[0], b[0], b[1] - a[1])
+    return s
+
+
 def members_part(func, svc, now, phones) -> list:
     """[func(svc, phone, now) for phone in phones]: one chunk of `map_members`, in any engine."""
     svc = workers.service_of(svc)
@@ -65,6 +102,7 @@ def reduce(summaries, now_month: str, region=None, from_date=None, until_date=No
     """The report's figures from per-member summaries (see `report`)."""
     members = {"active": 0, "pending": 0, "left": 0, "closed": 0, "total": 0}
     regions, outstanding, held, debt = {}, 0, 0, 0
+    opening = closing = gifts = 0
     expiring: dict = {}
     months: dict = {}
     problems = []
@@ -84,6 +122,10 @@ def reduce(summaries, now_month: str, region=None, from_date=None, until_date=No
         outstanding += s["available"]
         held += s["held"]
         debt += s["debt"]
+        if "period" in s:
+            opening += s["period"][0]
+            closing += s["period"][1]
+            gifts += s["period"][2]
         for exp, pts in s["lots"]:
             expiring[exp[:7]] = expiring.get(exp[:7], 0) + pts
         for day, _t, _pts, earned, expired, gifted, refunded, forfeited, adjusted, redeemed in s["rows"]:
@@ -107,9 +149,16 @@ def reduce(summaries, now_month: str, region=None, from_date=None, until_date=No
     while len(keys) < 12:
         y, m = int(keys[-1][:4]), int(keys[-1][5:7])
         keys.append(f"{y + (m == 12):04d}-{m % 12 + 1:02d}")
+    flows = {k: sum(f[k] for f in months.values()) for k in PERIOD_FLOWS}
     return {"members": members, "regions": dict(sorted(regions.items())), "outstanding": outstanding, "held": held,
             "debt": debt, "expiring": [{"month": k, "points": expiring.get(k, 0)} for k in keys],
-            "months": [months[k] for k in sorted(months)]}
+            "months": [months[k] for k in sorted(months)],
+            "period": dict({"opening": opening}, **flows, gifts=gifts, closing=closing)}
+
+
+# the flows of the program, in the order the reconciliation adds them (gifted is no flow: it moves
+# points from member to member)
+PERIOD_FLOWS = ("earned", "adjusted", "redeemed", "expired", "refunded", "forfeited")
 
 
 def report(svc, now, region=None, from_date=None, until_date=None, jobs=None, engine=None) -> dict:
@@ -141,7 +190,8 @@ def report_part(svc, now, region, from_date, until_date, phones) -> tuple:
     """The report of one chunk of members, where it runs: (partial report, []) or, when ledgers of
     the chunk cannot be read, (None, their errors)."""
     svc = workers.service_of(svc)
-    summaries = [member_summary(svc, p, now) for p in phones]
+    opening, closing = period_instants(rules.calendar_of(svc.catalog), rules.seconds(now), from_date, until_date)
+    summaries = [report_member(svc, p, now, opening, closing) for p in phones]
     try:
         return _report(svc, now, region, from_date, until_date, summaries), []
     except FilesError:
@@ -152,6 +202,10 @@ def _report(svc, now, region, from_date, until_date, summaries) -> dict:
     cal = rules.calendar_of(svc.catalog)
     t = rules.seconds(now)
     doc = reduce(summaries, cal.iso(t)[:7], region, from_date, until_date)
+    opening, closing = period_instants(cal, t, from_date, until_date)
+    doc["period"] = dict({"from": from_date and from_date.isoformat(), "until": until_date and until_date.isoformat(),
+                          "opening_at": None if opening is None else cal.iso(opening),
+                          "closing_at": cal.iso(closing)}, **doc["period"])
     return dict({"as_of": cal.iso(t), "region": region}, **doc)
 
 
@@ -188,15 +242,46 @@ def reconciliation(doc: dict) -> dict:
     return dict(total, flow=flow, stock=doc["outstanding"] + doc["held"] - doc["debt"])
 
 
+def _gifts_term(n: int) -> str:
+    """Gifts that crossed the selection's edge (only with --region: a member who moved region, or a
+    catalog whose gifts leave the region); over the whole program they add up to 0 and are not shown."""
+    if not n:
+        return ""
+    return f" + gifts in {n}" if n > 0 else f" - gifts out {-n}"
+
+
+def period_text(v: dict) -> str:
+    """The period's reconciliation (`--from`/`--until`), as hledger's `balance -b` reads: the balance
+    (outstanding + held - debt) at the start plus the period's flows is the balance at its end. Both
+    balances are read from replays as of those instants, not derived from the flows."""
+    from bonuscli import render
+
+    p = v["period"]
+    text = f"period {p['from'] or 'the first event'} .. {p['until'] or v['as_of'][:10]}"
+    text += "\n" + render.pairs([
+        ("opening", f"{p['opening']}  (outstanding + held - debt as of {p['opening_at'] or 'before the first event'})"),
+        ("closing", f"{p['closing']}  (as of {p['closing_at']})")])
+    text += (f"\nopening {p['opening']} + earned {p['earned']} + adjusted {p['adjusted']} - redeemed {p['redeemed']}"
+             f" - expired {p['expired']} - refunded {p['refunded']} - forfeited {p['forfeited']}"
+             f"{_gifts_term(p['gifts'])} = closing {p['closing']}")
+    return text
+
+
 def human(v, bars=None) -> str:
     from bonuscli import render
 
     text = render.pairs([(k, str(n)) for k, n in v["members"].items()])
     text += (f"\n\noutstanding  {v['outstanding']}\nheld         {v['held']}\ndebt         {v['debt']}")
-    r = reconciliation(v)
-    text += (f"\n\nearned {r['earned']} + adjusted {r['adjusted']} - redeemed {r['redeemed']} - expired {r['expired']}"
-             f" - refunded {r['refunded']} - forfeited {r['forfeited']} = {r['flow']}"
-             f"\noutstanding {v['outstanding']} + held {v['held']} - debt {v['debt']} = {r['stock']}")
+    p = v.get("period")
+    if p is not None and (p["from"] or p["until"]):
+        text += "\n\n" + period_text(v)
+    else:
+        r = reconciliation(v)
+        gifts = p["gifts"] if p is not None else 0
+        text += (f"\n\nearned {r['earned']} + adjusted {r['adjusted']} - redeemed {r['redeemed']}"
+                 f" - expired {r['expired']} - refunded {r['refunded']} - forfeited {r['forfeited']}"
+                 f"{_gifts_term(gifts)} = {r['flow'] + gifts}"
+                 f"\noutstanding {v['outstanding']} + held {v['held']} - debt {v['debt']} = {r['stock']}")
     text += "\n\n" + render.table([[m["month"]] + [m[k] for k in MONTH_FIELDS] for m in v["months"]],
                                   ["month"] + list(MONTH_FIELDS))
     text += "\n\nexpiring:\n" + render.bars([(e["month"], e["points"]) for e in v["expiring"]])
@@ -205,4 +290,5 @@ def human(v, bars=None) -> str:
     return text
 
 
-__all__ = ["map_members", "member_summary", "report", "reduce", "merge_reports", "reconciliation", "human", "iso"]
+__all__ = ["map_members", "member_summary", "report", "reduce", "merge_reports", "reconciliation", "human", "iso",
+           "period_instants", "period_text"]

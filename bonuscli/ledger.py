@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Optional
 
 from bonuscli import paths
-from bonuscli.model import EVENT_TYPES, SCHEMA_VERSION, FilesError, Record
+from bonuscli.model import EVENT_FIELDS, EVENT_TYPES, SCHEMA_VERSION, FilesError, Record
 
 try:  # a fast decoder when installed (docs/performance.md: ~5x faster than json.loads a line)
     from orjson import JSONDecodeError as _DecodeError
@@ -97,6 +97,18 @@ class LedgerRead(Record):
     lines: int = 0  # complete lines in the file
     exists: bool = True  # False: no such file (a new member's ledger is created with O_EXCL)
     unterminated: bool = False  # the last event is a complete, chained line that only lacks its newline
+
+
+def line_of(path: Path, event_id) -> int:
+    """1-based line number of an event in a ledger file (by id; 1 when it is not found)."""
+    try:
+        with open(path, "rb") as f:
+            for n, raw in enumerate(f, start=1):
+                if f'"id":"{event_id}"'.encode() in raw:
+                    return n
+    except OSError:
+        pass
+    return 1
 
 
 def line_hash(raw: bytes) -> str:
@@ -294,6 +306,9 @@ def parse(path: Path, data: bytes, first: int = 1, base: int = 0, before: Option
             t = event.get("type")
             if t not in types:
                 raise ValueError(f"unknown event type {t!r}" if isinstance(t, str) else "not a ledger event")
+            missing = EVENT_FIELDS.get(t, frozenset()) - event.keys()
+            if missing:
+                raise ValueError(f"a {t} event without {', '.join(sorted(missing))}")
         except (ValueError, UnicodeDecodeError) as e:
             bad.append((n, "not valid JSON" if isinstance(e, (_DecodeError, _json().JSONDecodeError)) else str(e)))
             continue
@@ -325,7 +340,7 @@ def parse(path: Path, data: bytes, first: int = 1, base: int = 0, before: Option
 def _parse_clean(lines):
     """The events of lines that are all well-formed current events with no repair among them (the
     common case, decoded in one pass), else None: then `parse` goes line by line to say which."""
-    loads, types, sv = _loads, EVENT_TYPES, SCHEMA_VERSION
+    loads, types, sv, need = _loads, EVENT_TYPES, SCHEMA_VERSION, EVENT_FIELDS
     try:
         events = [loads(raw) for raw in lines]
     except (ValueError, UnicodeDecodeError):
@@ -334,7 +349,7 @@ def _parse_clean(lines):
         if type(e) is not dict or e.get("v") != sv or "id" not in e or "at" not in e:
             return None
         t = e.get("type")
-        if t not in types or t == "repair":
+        if t not in types or t == "repair" or not e.keys() >= need.get(t, ()):
             return None
     return events
 

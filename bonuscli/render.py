@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 
-from bonuscli.model import BonusError
+from bonuscli.model import BadInput, BonusError
 
 
 def _json():
@@ -135,29 +135,168 @@ def printable_lines(text: str) -> str:
     return "\n".join(printable(line) for line in str(text).split("\n"))
 
 
+# ---------------------------------------------------------------- CSV and TSV: flat tables
+#
+# CLI.md §1: a nested object becomes `parent_child` columns, a list of scalars one cell joined with `;`,
+# a list of objects a `NAME_count` column in its row and, whole, its own table (`--table NAME`), each
+# of its rows led by the key of the record it belongs to; no cell ever holds JSON. A view's tables are
+# known from its data and from the shapes below, so a header never depends on whether a list is empty
+# or an object null.
+
+KEYS = ("id", "phone", "code", "what")  # a record's key, the first of these it has: leads its sub-tables' rows
+
+OBJECTS = {  # fields holding an object or null: a null one still gives the object's columns
+    "next_expiry": ("date", "points"),
+    "activation": ("ussd", "sms"),
+}
+
+LISTS = {  # fields holding a list of objects (their leading keys): an empty one is still a table, with a header
+    "pending_in": ("gift_id", "from", "points", "offered_at", "deadline"),
+    "active_rewards": ("code", "name", "active_until"),
+    "welcome": ("reason", "points"),
+    "bonuses": ("reason", "points"),
+    "limits": ("per", "max"),
+    "taken": ("expires_on", "points", "lot"),
+    "lots": ("expires_on", "points"),
+    "months": ("month",),
+    "report.months": ("month", "earned", "adjusted", "redeemed", "expired", "gifted", "refunded", "forfeited"),
+    "forecast.months": ("month", "points"),
+    "expiring": ("month", "points"),
+    "steps": ("rule", "detail"),
+    "changes": ("kind", "what", "old", "new"),
+    "members": ("phone", "available_old", "available_new"),
+    "no_longer_affordable": ("phone", "at", "code", "points_old"),
+    "outcome_changes": ("at", "request", "old", "new"),
+    "problems": ("line", "ref", "code", "message"),
+}
+
+ROWS = {  # commands whose output is a list of records that may be empty: the columns of their table
+    "catalog": ("code", "name", "category", "price", "validity_days", "activation", "channels", "limits"),
+    "history": ("at", "id", "event", "type", "points", "balance", "detail", "ref", "gift_id", "code", "earned",
+                "adjusted", "redeemed", "expired", "gifted", "refunded", "forfeited", "debt_repaid", "taken"),
+    "regions": ("code", "name"),
+}
+
+
 def cell(value) -> str:
-    """One CSV/TSV cell: text as is, numbers as written, nested values as compact JSON."""
+    """One CSV/TSV cell: text as is, numbers as written, true/false, null empty, a list of scalars
+    joined with `;` (empty: an empty cell). Never JSON: objects never reach a cell (see `tables`)."""
     if value is None:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, (dict, list, tuple)):
-        return _json().dumps(public(value), ensure_ascii=False, separators=(",", ":"))
+    if isinstance(value, (list, tuple)):
+        return ";".join(cell(v) for v in value)
     return str(value)
 
 
-def emit_rows(rows, delimiter: str = ",") -> None:
-    """Rows (dicts) as CSV or TSV with a header line, quoted as Python's csv module does; the header
-    is every key, in the order keys first appear."""
+def _shape(name: str, command: str):
+    return LISTS.get(f"{command}.{name}", LISTS.get(name))
+
+
+def _objects(value, key) -> bool:
+    """Whether a list (or a null) under `key` is a list of objects: it holds one, or is a known one."""
+    if value is None:
+        return key in LISTS
+    return any(isinstance(v, dict) for v in value) if value else key in LISTS
+
+
+def _flat(record: dict, name: str, out: dict, command: str, lead: dict, template: bool = False) -> None:
+    """Add `record` as one flat row of table `name` of `out` (name -> [header dict, rows]); each list of
+    objects inside goes, whole, to its own table. A template (every value None) only adds columns."""
+    header, rows = out.setdefault(name, [{}, []])
+    key = next((k for k in KEYS if k in record and not isinstance(record[k], (dict, list, tuple))), None)
+    flat = dict(lead)
+
+    def walk(obj, prefix):
+        for k, v in obj.items():
+            if str(k).startswith("_"):
+                continue
+            col = f"{prefix}{k}"
+            if isinstance(v, dict):
+                walk(v, col + "_")
+            elif v is None and k in OBJECTS:
+                walk(dict.fromkeys(OBJECTS[k]), col + "_")
+            elif (v is None or isinstance(v, (list, tuple))) and _objects(v, k):
+                items = [x if isinstance(x, dict) else {"value": x} for x in v or ()]
+                flat[col + "_count"] = "" if v is None else len(items)
+                sub, shape = str(k), _shape(str(k), command) or ()
+                sub_lead = {}
+                if key is not None:
+                    clash = key in shape or any(key in x for x in items)
+                    sub_lead[f"{name}_{key}" if clash else key] = record[key]
+                if sub not in out:
+                    _flat(dict.fromkeys(shape), sub, out, command, dict.fromkeys(sub_lead), template=True)
+                for x in items:
+                    _flat(x, sub, out, command, sub_lead, template)
+            else:
+                flat[col] = cell(v)
+
+    walk(record, "")
+    for c in flat:
+        header.setdefault(c)
+    if not template:
+        rows.append({c: cell(v) for c, v in flat.items()})
+
+
+WRITES = {  # the writing commands' tables beyond their own record: known before they run (CLI `--table`)
+    "join": ("welcome",), "earn": ("bonuses", "steps"), "refund": ("steps",), "adjust": (), "redeem": (),
+    "gift": (), "accept": (), "leave": (),
+}
+
+
+def tables(view, main: str, command: str = "", known=()) -> dict:
+    """A command's view as flat tables, {name: (header, rows)}, `main` first (the record itself, or
+    each record of a list), then each list of objects found inside, by its field's name; `known`
+    names tables that exist even when the view lacks their field (their header from LISTS).
+    `command` picks the shapes of fields that differ between commands (`report`'s months)."""
+    out: dict = {}
+    records = view if isinstance(view, list) else [view]
+    shape = ROWS.get(command) if isinstance(view, list) else None
+    if shape is not None:
+        _flat(dict.fromkeys(shape), main, out, command, {}, template=True)
+    for r in records:
+        _flat(public(r) if isinstance(r, dict) else {"value": r}, main, out, command, {})
+    out.setdefault(main, [{}, []])
+    first = records[0] if records and isinstance(records[0], dict) else {}
+    key = next((k for k in KEYS if k in first and not isinstance(first[k], (dict, list, tuple))), None)
+    for n in known:
+        if n not in out:
+            _flat(dict.fromkeys(_shape(n, command) or ()), n, out, command,
+                  {key: None} if key is not None else {}, template=True)
+    return {n: (list(h), [[r.get(c, "") for c in h] for r in rows]) for n, (h, rows) in out.items()}
+
+
+def check_table(name: str, names, default: str, command: str) -> None:
+    """Bad input (exit 2) unless `name` is one of `names`: the message lists them."""
+    if name in names:
+        return
+    import difflib
+
+    close = difflib.get_close_matches(str(name), list(names), 1)
+    listed = ", ".join(n + (" (the default)" if n == default else "") for n in names)
+    raise BadInput(f"--table: {command} has no table {printable(name)!r}"
+                   f"{f' (did you mean {close[0]!r}?)' if close else ''}; its tables: {listed}", "unknown-table")
+
+
+def pick(view, main: str, name=None, default=None, command: str = "", known=()):
+    """The table `name` of the view (else `default`, else `main`) as (header, rows); an unknown name is
+    bad input listing the names."""
+    found = tables(view, main, command, known)
+    want = name or default or main
+    check_table(want, list(found), default or main, command or main)
+    return found[want]
+
+
+def write_rows(header, rows, delimiter: str = ",") -> None:
+    """A header line and rows, quoted as Python's csv module does."""
     import csv
 
-    rows = [public(r) if isinstance(r, dict) else {"value": r} for r in rows]
-    header: list = []
-    for r in rows:
-        for k in r:
-            if k not in header:
-                header.append(k)
     w = csv.writer(sys.stdout, delimiter=delimiter, lineterminator="\n")
     w.writerow(header)
-    for r in rows:
-        w.writerow([cell(r.get(k)) for k in header])
+    w.writerows(rows)
+
+
+def emit_rows(rows, delimiter: str = ",", main: str = "rows") -> None:
+    """Records (dicts) as one flat CSV or TSV table with a header line (see `tables`)."""
+    write_rows(*tables(list(rows), main)[main], delimiter=delimiter)

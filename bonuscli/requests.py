@@ -1,9 +1,10 @@
 """The request layer: every input, wherever it comes from, parsed and validated once.
 
 Owns: the parsers and validators for phone, amount, points, ref, date, region,
-reason, category, reward, channel, method, services, e-mail and gift id, and
-one request builder per writing command. A command-line argument, a batch
-row, a scenario step and an SMS/USSD text all go through these, so they get
+reason, category, reward, channel, method, services, e-mail, gift id and
+`history --type` (its types and families), and one request builder per
+writing command. A command-line argument, a batch row, a scenario step and an
+SMS/USSD text all go through these, so they get
 exactly the same answer (an empty `ref` included: refused). Raises BadInput
 (exit 2); never prints. Imports model only.
 """
@@ -222,22 +223,137 @@ def when(text, tz, what: str = "--at") -> dt.datetime:
     return at.astimezone(tz)
 
 
+_NAME_SEP = re.compile(r"[\W_]+")  # spaces, hyphens, dots, brackets: one separator in a name's key
+_REGION_INDEX: dict = {}  # id(cat.regions) -> (cat.regions, [(key, code)]): built once per catalog
+
+
+def _name_key(text) -> str:
+    """A region's name as typed and as matched: any case, and any run of spaces or punctuation is one
+    space (`saint-petersburg`, `Sakha (Yakutia)` and `khanty mansi` find their names)."""
+    return _NAME_SEP.sub(" ", str(text).casefold()).strip()
+
+
+def _region_names(cat: Catalog) -> list:
+    """[(name key, code)] of the catalog's regions, in file order (cached: a batch row pays a lookup)."""
+    held = _REGION_INDEX.get(id(cat.regions))
+    if held is None or held[0] is not cat.regions:
+        if len(_REGION_INDEX) > 8:
+            _REGION_INDEX.clear()
+        held = (cat.regions, [(_name_key(name), code) for code, name in cat.regions.items()])
+        _REGION_INDEX[id(cat.regions)] = held
+    return held[1]
+
+
+def _regions_named(cat: Catalog, text) -> list:
+    """The codes whose name is `text` (any case); failing that, those whose name starts with it."""
+    key = _name_key(text)
+    if not key:
+        return []
+    names = _region_names(cat)
+    exact = [code for name, code in names if name == key]
+    return exact or [code for name, code in names if name.startswith(key)]
+
+
+def region_completions(cat: Catalog, typed: str) -> list:
+    """What `--region` completes to: the codes starting with `typed` (any case), then the codes of the
+    regions whose name starts with it (`bry` -> RU-BRY), in catalog order."""
+    upper = str(typed).strip().upper()
+    codes = [code for code in cat.regions if code.startswith(upper)]
+    named = [code for name, code in _region_names(cat) if name.startswith(_name_key(typed))] if _name_key(typed) else []
+    return list(dict.fromkeys(codes + named))
+
+
+def _regions_shown(cat: Catalog, codes) -> str:
+    return ", ".join(f"{c} ({cat.regions[c]})" for c in codes)
+
+
 def region(cat: Catalog, text) -> str:
+    """A home region as `--region` and a batch row's `region` take it (CLI.md `regions`): a code in
+    any letter case, or a region's name or an unambiguous prefix of it in any case (an exact name
+    wins over a prefix: `moscow` is RU-MOW, not RU-MOS Moscow Oblast). An ambiguous prefix is
+    BadInput listing the candidates; anything else is BadInput with a did-you-mean over codes and
+    names."""
     code = str(text).strip().upper()
     if code in cat.regions:
         return code
-    hint = ""
+    if len(code) <= 200:  # a name is a few words; a huge input is never one (and is not echoed whole)
+        found = _regions_named(cat, text)
+        if len(found) == 1:
+            return found[0]
+        if found:
+            raise BadInput(f"ambiguous region {shown(text)}: {len(found)} regions match: {_regions_shown(cat, found)}; "
+                           "give more of the name, or the code",
+                           "ambiguous-region")
+    raise BadInput(f"unknown region {shown(text)}{_region_hint(cat, text)} (a code or a name, e.g. RU-MOW, "
+                   "moscow, bryansk; `bonuscli regions` lists them)", "unknown-region")
+
+
+def _region_hint(cat: Catalog, text) -> str:
+    """`; did you mean 'RU-X' (Name)?` for a near miss: a code without its `RU-`, a word inside a name
+    (`tatarstan`: Republic of Tatarstan), or a misspelt name, code or name prefix."""
+    code = str(text).strip().upper()
+    key = _name_key(text)
+    if len(code) > 200 or not key:
+        return ""
+    near = []
     if "RU-" + code in cat.regions:
-        hint = f"; did you mean 'RU-{code}'?"
-    else:
-        by_name = {name.lower(): c for c, name in cat.regions.items()}
+        near = ["RU-" + code]
+    if not near:  # a word inside the name: `tatarstan`, `yakutia`, `yugra`
+        near = [c for name, c in _region_names(cat) if f" {key}" in f" {name}"]
+    if not near:  # a misspelling of a whole name, of the start of one, or of a code
         import difflib
 
-        close = difflib.get_close_matches(str(text).strip().lower(), list(by_name), n=1, cutoff=0.6)
-        hint = f"; did you mean '{by_name[close[0]]}' ({cat.regions[by_name[close[0]]]})?" if close else \
-            suggest(code, cat.regions, "region")
-    raise BadInput(f"unknown region {shown(text)}{hint} (e.g. RU-MOW, RU-SPE, RU-BRY; `bonuscli regions` lists "
-                   "them)", "unknown-region")
+        ratio = {}
+        for name, c in _region_names(cat):
+            for candidate in (name, name[:len(key)]):
+                r = difflib.SequenceMatcher(None, key, candidate).ratio()
+                if r >= (0.6 if candidate == name else 0.75) and r > ratio.get(c, 0):
+                    ratio[c] = r
+        close = difflib.get_close_matches(code, list(cat.regions), n=1, cutoff=0.75)
+        for c in close:
+            ratio[c] = max(ratio.get(c, 0), 0.75)
+        near = sorted(ratio, key=lambda c: -ratio[c])[:3]
+    if not near:
+        return ""
+    if len(near) == 1:
+        return f"; did you mean '{near[0]}' ({cat.regions[near[0]]})?"
+    return "; did you mean one of " + ", ".join(f"'{c}' ({cat.regions[c]})" for c in near[:3]) + "?"
+
+
+# The types of `history` rows, and the families `--type` also takes (CLI.md `history`). A family is a
+# name no type has (tests/test_names.py checks it), so a family never changes what a type means: `earn`
+# is only the earn rows, and the bonuses credited with one (`card_welcome`) are the family `bonus`.
+HISTORY_TYPES = ("join", "welcome", "earn", "card_welcome", "referral", "redeem", "expire", "gift_out", "gift_in",
+                 "gift_accept", "gift_reject", "gift_return", "gift_accepted", "gift_forfeited", "gift_expired",
+                 "refund", "adjust", "leave")
+HISTORY_FAMILIES = {
+    "gift": ("gift_out", "gift_in", "gift_accept", "gift_reject", "gift_return", "gift_accepted", "gift_forfeited",
+             "gift_expired"),
+    "bonus": ("welcome", "card_welcome", "referral"),
+}
+
+
+def history_families_text() -> str:
+    """`gift (gift_out, ...), bonus (...)`: the families as `history --help` and errors list them."""
+    return "; ".join(f"{name} = {', '.join(types)}" for name, types in HISTORY_FAMILIES.items())
+
+
+def history_types(text) -> frozenset:
+    """`history --type TYPE,...`: the row types wanted, a family standing for its types; any case,
+    blanks around commas ignored. An unknown name (or none at all) is BadInput with a did-you-mean
+    over the types and the families."""
+    names = [t.strip().lower() for t in ("" if text is None else str(text)).split(",")]
+    names = [t for t in names if t]
+    unknown = [t for t in dict.fromkeys(names) if t not in HISTORY_TYPES and t not in HISTORY_FAMILIES]
+    if unknown or not names:
+        listed = ", ".join(shown(t) for t in unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
+        raise BadInput(f"--type: unknown type {listed or '(none)'}"
+                       f"{suggest(unknown[0], HISTORY_TYPES + tuple(HISTORY_FAMILIES), 'type') if unknown else ''} "
+                       f"(types: {', '.join(HISTORY_TYPES)}; families: {history_families_text()})", "usage")
+    wanted = set()
+    for t in names:
+        wanted.update(HISTORY_FAMILIES.get(t, (t,)))
+    return frozenset(wanted)
 
 
 def category(cat: Catalog, text) -> str:

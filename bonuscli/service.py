@@ -97,6 +97,8 @@ _I64 = (1 << 63) - 1  # what 64-bit JSON readers and `lseek` hold
 _DAY_MIN, _DAY_MAX = dt.date(1800, 1, 1).toordinal(), dt.date(9900, 12, 31).toordinal()  # far beyond any rule
 _T_MIN = (_DAY_MIN - dt.date(1970, 1, 1).toordinal()) * 86400
 _T_MAX = (_DAY_MAX - dt.date(1970, 1, 1).toordinal()) * 86400
+# what a replay of lines edited and re-chained outside bonuscli can raise (Service._replay)
+UNREPLAYABLE = (KeyError, TypeError, ValueError, IndexError, AttributeError, ArithmeticError)
 # what a planted value can raise anywhere on the way: a snapshot is then ignored, never an error
 SNAPSHOT_ERRORS = (KeyError, TypeError, ValueError, IndexError, AttributeError, ArithmeticError, RecursionError,
                    MemoryError)
@@ -417,6 +419,46 @@ class Service:
 
     def _replay(self, phone: str, led: LedgerRead, t: int, register: bool, base_doc: dict | None = None,
                 verified: bool = False):
+        """The member after the ledger's events up to `t`. A ledger whose lines chain but that the rules
+        cannot replay (an event without a field its type needs, a text where a number belongs: edited
+        and re-chained outside bonuscli) is FilesError `ledger-corrupt` naming its first such line,
+        never an internal error. (From a snapshot: `_resume` falls back to a replay from scratch.)"""
+        try:
+            return self._play(phone, led, t, register, base_doc, verified)
+        except UNREPLAYABLE as e:
+            if base_doc is not None:
+                raise
+            raise self._unreplayable(phone, led, t, e) from None
+
+    def _unreplayable(self, phone: str, led: LedgerRead, t: int, err: Exception) -> FilesError:
+        """The error naming the first line the rules cannot replay (found by bisection on the prefixes:
+        this runs only when a replay failed)."""
+        from bonuscli.ledger import line_of
+
+        def fails(k: int) -> bool:
+            try:
+                part = led.events[:k]
+                rules.play(rules.Member(self.catalog, phone), part, t, dict.fromkeys(rules.peers_needed(part, t), ()))
+            except UNREPLAYABLE:
+                return True
+            return False
+
+        lo, hi = 0, len(led.events)
+        if not fails(hi):  # its own lines replay alone: one of the ledgers its gifts or referrals name cannot
+            return FilesError(f"{led.path}: cannot be replayed with the ledgers its gifts and referrals name "
+                              f"({type(err).__name__}: {err}); run `bonuscli check --ledgers`", "ledger-corrupt")
+        while hi - lo > 1:  # prefix lo replays, prefix hi does not
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if fails(mid) else (mid, hi)
+        event = led.events[hi - 1]
+        line = line_of(led.path, event.get("id")) if isinstance(event, dict) else 1
+        out = FilesError(f"{led.path}:{line}: the rules cannot replay this event ({type(err).__name__}: {err}): "
+                         "the ledger was changed outside bonuscli; it is never written to (restore it from a "
+                         "backup, or see `bonuscli check --ledgers`)", "ledger-corrupt")
+        out.line, out.cause = line, f"{type(err).__name__}: {err}"
+        return out
+
+    def _play(self, phone: str, led: LedgerRead, t: int, register: bool, base_doc: dict | None, verified: bool):
         events = led.events
         peers = self._peers(phone, events, t)
         self.stats["replayed"] += len(events)

@@ -72,7 +72,7 @@ def test_regions_and_any_letter_case(run, data_dir):
     doc = run.j("regions")
     assert len(doc) == 83 and {"code": "RU-BRY", "name": "Bryansk Oblast"} in doc
     assert run.j("catalog", "minutes_30", "--region", "ru-bry")["price"] == 85
-    r = run("catalog", "--region", "moscow", "--json")
+    r = run("catalog", "--region", "moskow", "--json")  # a misspelt name (`moscow` is RU-MOW: tests/test_names.py)
     assert r.exit_code == 2 and err_of(r)["kind"] == "unknown-region" and "RU-MOW" in err_of(r)["message"]
 
 

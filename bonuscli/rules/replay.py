@@ -132,6 +132,7 @@ SCHEDULED = {"activate": _at_activate, "referral": _at_referral, "gift_end": _at
 
 
 def _ev_join(m: Member, e: dict, at: int) -> None:
+    ordinal(e["customer_since"])  # what the views read of it: a date (else the ledger is corrupt, not a view)
     m.joins.append(e)
     m.join = e
     m.left_at = None
