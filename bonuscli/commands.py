@@ -308,7 +308,8 @@ COMMANDS = {c.name: c for c in (
             (("phone", "region"), ("method", "email", "birth_date", "customer_since", "referrer", "services", "at")),
             priority=0, dated=True, batch_opts={"again": True}, defer=lambda req: req.referrer is not None, cli=(
                 Param("phone", complete="phone"),
-                Param("region", "--region", "Home region code (ISO 3166-2:RU, e.g. RU-MOW).", "region"),
+                Param("region", "--region", "Home region: a code (ISO 3166-2:RU, e.g. RU-MOW), a name or its "
+                      "start (moscow, bry).", "region"),
                 Param("method", "--method", "How the subscriber joins (sms, ussd, app, call, store, web, card, "
                       "wallet).", "method", default="sms"),
                 Param("email", "--email", "E-mail (web form; with --birth-date gives the profile bonus)."),
