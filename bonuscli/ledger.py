@@ -340,7 +340,7 @@ def parse(path: Path, data: bytes, first: int = 1, base: int = 0, before: Option
 def _parse_clean(lines):
     """The events of lines that are all well-formed current events with no repair among them (the
     common case, decoded in one pass), else None: then `parse` goes line by line to say which."""
-    loads, types, sv, need = _loads, EVENT_TYPES, SCHEMA_VERSION, EVENT_FIELDS
+    loads, types, sv, need, none = _loads, EVENT_TYPES, SCHEMA_VERSION, EVENT_FIELDS, frozenset()
     try:
         events = [loads(raw) for raw in lines]
     except (ValueError, UnicodeDecodeError):
@@ -349,7 +349,7 @@ def _parse_clean(lines):
         if type(e) is not dict or e.get("v") != sv or "id" not in e or "at" not in e:
             return None
         t = e.get("type")
-        if t not in types or t == "repair" or not e.keys() >= need.get(t, ()):
+        if t not in types or t == "repair" or not e.keys() >= need.get(t, none):
             return None
     return events
 
