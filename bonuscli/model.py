@@ -41,22 +41,23 @@ EVENT_TYPES = frozenset((
     "join", "leave", "earn", "refund", "adjust", "redeem", "gift_out", "gift_in", "gift_accept", "gift_reject",
     "gift_settle", "referral", "referral_settle", "repair",
 ))
-# the fields the rules read from each type of event (what every bonuscli has written): a line without
-# one is corruption, named with its line like any unreadable line, never a failure later on
+# the fields every bonuscli writes in each type of event (rules/decide.py; release 0.1.0 too), which the
+# rules read: a line without one is corruption, named with its line like any unreadable line, never a
+# failure later on (a field written only sometimes, such as a settled referral's credit_at, is not here)
 EVENT_FIELDS = {
     "join": frozenset(("region", "method", "active_from", "customer_since", "services", "welcome")),
     "leave": frozenset(("points", "held_out")),
     "earn": frozenset(("amount", "category", "points", "coefficient", "rub_per_point", "bonuses", "expires_on")),
     "refund": frozenset(("earn_ref", "amount", "points", "points_taken", "debt_added")),
     "adjust": frozenset(("points", "reason")),
-    "redeem": frozenset(("code", "name", "category", "channel", "region", "points", "active_until")),
+    "redeem": frozenset(("code", "name", "category", "channel", "region", "points")),
     "gift_out": frozenset(("gift_id", "to", "points", "deadline", "lots")),
     "gift_in": frozenset(("gift_id", "from", "points", "offered_at", "deadline", "lots")),
     "gift_accept": frozenset(("gift_id", "from", "lots")),
     "gift_reject": frozenset(("gift_id", "from")),
     "gift_settle": frozenset(("gift_id", "outcome", "decided_at")),
     "referral": frozenset(("referral_id", "invitee", "points")),
-    "referral_settle": frozenset(("referral_id", "outcome", "credit_at")),
+    "referral_settle": frozenset(("referral_id", "outcome")),
 }
 ONE = Decimal(1)
 CENT = Decimal("0.01")
