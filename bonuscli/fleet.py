@@ -38,7 +38,11 @@ def position(m) -> tuple:
     points the program owes it, and what gifts have moved to it from other members so far."""
     if m is None:
         return 0, 0
-    return m.available() - m.debt, m.totals["received"] - m.totals["gifted"]
+    return m.available() + m.held_out() - m.debt, m.totals["received"] - m.totals["gifted"]
+
+
+def _quiet(_message) -> None:
+    pass
 
 
 def report_member(svc, phone, now, opening, closing):
@@ -51,8 +55,12 @@ def report_member(svc, phone, now, opening, closing):
         if s is None:
             return None
         t = rules.seconds(now)
-        a = position(svc.member(phone, opening) if opening is not None else None)
-        b = position(m if closing == t else svc.member(phone, closing))
+        warn, svc.warn = svc.warn, _quiet  # the replay as of `now` has warned of a torn line: once is enough
+        try:
+            a = position(svc.member(phone, opening) if opening is not None else None)
+            b = position(m if closing == t else svc.member(phone, closing))
+        finally:
+            svc.warn = warn
     except FilesError as e:
         return {"phone": phone, "error": e.message}
     s["period"] = (a[0], b[0], b[1] - a[1])

@@ -101,6 +101,19 @@ def test_changed_only_lists_exactly_the_changed_members(run, program, new_catalo
     assert none["members"] == [] and none["changed"] == 0 and none["total"]["members"] == 7
 
 
+@pytest.mark.parametrize("fmt", ["csv", "tsv"])
+def test_changed_only_in_the_flat_formats(run, program, new_catalog, fmt):
+    sep = "," if fmt == "csv" else "\t"
+    for extra in ((), ("--table", "members")):
+        r = run("diff", CATALOG, new_catalog, "--ledgers", "--changed-only", "--at", AT, "--format", fmt, *extra)
+        assert r.exit_code == 0, r.stderr
+        lines = r.stdout.splitlines()
+        assert lines[0].split(sep)[:3] == ["phone", "available_old", "available_new"]
+        assert [ln.split(sep)[:3] for ln in lines[1:]] == [[P1, "250", "300"], [P4, "350", "400"]]
+    r = run("diff", CATALOG, new_catalog, "--ledgers", "--at", AT, "--format", fmt)
+    assert len(r.stdout.splitlines()) == 1 + 7  # without it, every member
+
+
 def test_changed_only_without_an_impact_is_bad_input(run, new_catalog):
     r = run("diff", CATALOG, new_catalog, "--changed-only")
     assert r.exit_code == 2

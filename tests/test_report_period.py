@@ -346,8 +346,8 @@ def test_period_reconciles_on_random_histories(ops, start, end, at_index, later)
     _check_periods(svc, now, lo, hi)
 
 
-_KINDS = ["earn", "redeem", "gift", "gift", "gift", "accept", "accept", "accept", "accept", "reject", "refund", "adjust",
-          "leave", "join", "move", "move"]
+_KINDS = ["earn", "redeem", "gift", "gift", "gift", "accept", "accept", "accept", "accept", "reject", "refund",
+          "adjust", "leave", "join", "move", "move"]
 
 
 @pytest.mark.parametrize("seed", range(40))
@@ -394,3 +394,16 @@ def _check_periods(svc, now, lo, hi):
             parts.append(p)
     for k in ("opening", "closing", "gifts") + FLOWS:
         assert whole[k] == sum(p[k] for p in parts), k
+
+
+def test_a_torn_line_is_warned_once(run, data_dir):
+    """The period's extra replays (as of its ends) read the ledger again: its warning is still one line."""
+    run.j("join", A, "--region", "RU-MOW", "--at", "2025-01-10T10:00")
+    run.j("earn", A, "1000", "--category", "mobile", "--ref", "a1", "--at", "2025-01-20T10:00")
+    with open(data_dir / "ledgers" / f"{A}.jsonl", "ab") as f:
+        f.write(b'{"v":2,"id":"torn')
+    r = run("report", "--at", ASOF, "--from", "2025-01-15", "--until", "2025-02-01")
+    assert r.exit_code == 0, r.stderr
+    assert r.stderr.count("unfinished last line") == 1, r.stderr
+    assert "opening 150 + earned 200 + adjusted 0 - redeemed 0 - expired 0 - refunded 0 - forfeited 0 = closing 350" \
+        in r.stdout
