@@ -617,7 +617,8 @@ def registry_labels(name: str, values: dict) -> dict:
 
 @command("catalog")
 @click.argument("code", required=False, shell_complete=complete_reward)
-@click.option("--region", help="Show prices for this home region.", shell_complete=complete_region)
+@click.option("--region", help="Show prices for this home region (a code, a name or its start).",
+              shell_complete=complete_region)
 @click.option("--category", "category", help="Only rewards of this category.",
               shell_complete=complete_reward_category)
 @click.option("--search", help="Only rewards whose code or name contains this text.")
@@ -1421,7 +1422,8 @@ def explain_cmd(ctx, phone, key):
 
 
 @command("report")
-@click.option("--region", help="Only members of this home region.", shell_complete=complete_region)
+@click.option("--region", help="Only members of this home region (a code, a name or its start).",
+              shell_complete=complete_region)
 @click.option("--from", "from_date", help="First date of the monthly figures (YYYY-MM-DD, YYYY-MM or YYYY: its first day).")
 @click.option("--until", "until_date", help="Last date of the monthly figures (YYYY-MM-DD, YYYY-MM or YYYY: its last day).")
 @click.option("--jobs", type=click.IntRange(min=1), help="Processes reading ledgers (default: the core count).")
@@ -1431,6 +1433,9 @@ def explain_cmd(ctx, phone, key):
 @click.pass_context
 def report_cmd(ctx, region, from_date, until_date, jobs, engine, scheduler):
     """Program-wide figures over the data directory as of --at.
+
+    With --from/--until, the reconciliation is the period's own: the balance at its start plus its
+    flows is the balance at its end (JSON: `period`).
 
     \b
     bonuscli report --region RU-MOW --from 2025-01-01 --json
@@ -1455,7 +1460,8 @@ def report_cmd(ctx, region, from_date, until_date, jobs, engine, scheduler):
 @command("export")
 @click.option("--format", "dialect", type=click.Choice(["hledger", "beancount"]), required=True,
               help="The journal's dialect.")
-@click.option("--region", help="Only members of this home region.", shell_complete=complete_region)
+@click.option("--region", help="Only members of this home region (a code, a name or its start).",
+              shell_complete=complete_region)
 @click.option("--jobs", type=click.IntRange(min=1), help="Processes reading ledgers (default: the core count).")
 @click.pass_context
 def export_cmd(ctx, dialect, region, jobs):

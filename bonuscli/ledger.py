@@ -604,14 +604,14 @@ class FileStore:
         return sorted(n[:-6] for n in names if n.endswith(".jsonl") and len(n) == 16 and n[:10].isdigit())
 
     def prepare(self) -> None:
-        """The data directory and its ledgers/ and locks/, made and checked once per store (a lock
-        file that cannot be created because locks/ was deleted meanwhile prepares again)."""
+        """The data directory and its ledgers/, made and checked once per store. (No `locks/`: a member
+        is locked by an flock on its ledger, and a new ledger's creation is atomic; a `locks/` left by an
+        older bonuscli is still checked, and may be deleted.)"""
         if self._prepared:
             return
         ensure_dir(self.root)
         self.check_dirs()
         ensure_dir(paths.ledgers_dir(self.root))
-        ensure_dir(self.root / "locks")
         self._prepared = True
 
     @contextmanager
@@ -619,12 +619,13 @@ class FileStore:
         """Hold exclusive locks on these members' ledgers, taken in sorted phone order.
 
         The lock is an flock on the ledger file itself: the ledger is data and is never deleted, so no
-        deleted or replaced lock file can let a second writer in. A ledger that does not exist yet is
-        guarded by `locks/<phone>.lock` (checked, once held, to still be the file at that path) while it
-        is created, whole and atomically (`append`: a temporary file, flocked before it is linked into
-        place, so the new ledger is locked from the moment it appears and two creators cannot both win).
-        With `commit`, the locks are handed to it when the block ends and released only once the commit
-        has made every append of it durable (`Commit.sync`)."""
+        deleted or replaced lock file can let a second writer in. A ledger that does not exist yet needs
+        no lock: it is created whole and atomically (`append`: a temporary file, flocked before it is
+        linked into place, so the new ledger is locked from the moment it appears), and `link` lets one
+        creator win; the others get `Conflict`, and read again (the new ledger, locked, now exists) and
+        decide again. (Creating a file costs more than anything else a new member needs: a lock file
+        for it as well halved `join --from`.) With `commit`, the locks are handed to it when the block
+        ends and released only once the commit has made every append of it durable (`Commit.sync`)."""
         self.prepare()
         fds = []
         deadline = time.monotonic() + self.lock_timeout
@@ -633,11 +634,8 @@ class FileStore:
             for phone in sorted(set(phones)):
                 ledger = self.path(phone)
                 fd = self._open_ledger(ledger)
-                if fd is None:  # no ledger yet: the lock file guards its creation
-                    fds.append(self._lock_file(phone, deadline))
-                    fd = self._open_ledger(ledger)  # created while we waited?
-                    if fd is None:
-                        continue
+                if fd is None:  # no ledger yet: its creation is atomic (`_create`), nothing to lock
+                    continue
                 fds.append(fd)
                 self._flock(fd, phone, deadline)
             yield
@@ -657,32 +655,6 @@ class FileStore:
             return None
         except OSError as e:
             raise _open_error(ledger, e, "replace it with the real file", "ledger", "ledger-unreadable")
-
-    def _lock_file(self, phone: str, deadline: float) -> int:
-        path = paths.lock_path(self.root, phone)
-        while True:
-            try:
-                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o600)
-            except FileNotFoundError:  # locks/ was removed: make it again
-                self._prepared = False
-                self.prepare()
-                continue
-            except OSError as e:
-                raise _open_error(path, e, "delete it: lock files are rebuilt", "lock file", "lock")
-            try:
-                if os.fstat(fd).st_mode & 0o777 != 0o600:
-                    os.fchmod(fd, 0o600)
-                self._flock(fd, phone, deadline)
-                try:
-                    same = os.stat(path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino
-                except FileNotFoundError:
-                    same = False
-            except BaseException:
-                os.close(fd)
-                raise
-            if same:
-                return fd
-            os.close(fd)  # removed or replaced while we waited: lock the file at the path now
 
     def _flock(self, fd: int, phone: str, deadline: float) -> None:
         import fcntl

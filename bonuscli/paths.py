@@ -29,11 +29,6 @@ def ledger_path(root: Path, phone: str) -> Path:
     return root / "ledgers" / f"{phone}.jsonl"
 
 
-def lock_path(root: Path, phone: str) -> Path:
-    ledger_path(root, phone)
-    return root / "locks" / f"{phone}.lock"
-
-
 def cache_dir(root: Path) -> Path:
     return root / "cache"
 

@@ -680,6 +680,14 @@ class Service:
         other members' writes: nothing of the outcomes may be reported before it returns."""
         t0 = rules.seconds(default_now)
         rows = [(t0 if at is None else at if type(at) is int else rules.seconds(at), req) for at, req in rows]
+        for attempt in range(5):
+            try:
+                return self._batch_member(phone, rows, dry_run, decide, commit)
+            except Conflict:  # its new ledger was created by another bonuscli meanwhile (nothing of ours was
+                if attempt == 4:  # written: a creation is its member's first write): read it and decide again
+                    raise
+
+    def _batch_member(self, phone: str, rows, dry_run: bool, decide, commit) -> list:
         outcomes = []
         lock = self.store.locked([phone], commit) if not dry_run else _nolock()
         with lock:
