@@ -495,7 +495,7 @@ def _heads(svc) -> dict:
     for phone in svc.store.phones():
         path = svc.store.path(phone)
         try:
-            data = ledger_mod._read_bytes(path)
+            data = ledger_mod._read_bytes(path, ledger=True)  # a ledger others may write is refused
         except (OSError, FilesError):
             continue
         lines = data.split(b"\n")
@@ -568,7 +568,7 @@ def check_anchor(svc, doc, name: str) -> list:
             out.append(_problem(name, 1, f"the anchor names {phone!r}, which is not a phone"))
             continue
         try:
-            data = ledger_mod._read_bytes(path)
+            data = ledger_mod._read_bytes(path, ledger=True)  # a ledger others may write is refused
         except FileNotFoundError:
             out.append(_problem(path, 1, f"this ledger was deleted since the anchor ({head['lines']} lines then)"))
             continue

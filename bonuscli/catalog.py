@@ -724,13 +724,26 @@ def read_text(path: Path, shown: str) -> str:
         raise FilesError(f"{shown}:{line}: the catalog is not UTF-8 text", "catalog-invalid")
 
 
+_PARSED: dict = {}  # (text, shown) -> Catalog: the last valid catalog parsed in this process (and its workers)
+
+
 def validate(path: Path, shown: str):
-    """(Catalog or None, problems) for a catalog file; never raises for content."""
+    """(Catalog or None, problems) for a catalog file; never raises for content. A valid catalog is
+    parsed once per process: `check --ledgers` validates it, then opens the service on it (never on the
+    cache it verifies), and its forked workers open it again."""
     text = read_text(path, shown)
+    key = (text, shown)  # the text itself: a file rewritten within one mtime tick is still read anew
+    cat = _PARSED.get(key)
+    if cat is not None:
+        return cat, []
     doc, probs = parse_yaml(text, shown)
     if probs:
         return None, probs
-    return problems(doc, shown)
+    cat, probs = problems(doc, shown)
+    if cat is not None and not probs:
+        _PARSED.clear()  # one is enough: the catalog a process (and its workers) uses
+        _PARSED[key] = cat
+    return cat, probs
 
 
 def identity(path: Path) -> str:

@@ -38,9 +38,11 @@ ROOT = Path(__file__).resolve().parent.parent
 PHASES = ("before-write", "before-fsync", "after-fsync")
 AT = "2025-03-02T12:00+03:00"  # the batches' --at
 LATER = "2025-04-20T12:00+03:00"  # balances and checks also well after it
-# members in distinct groups of the batch (phone % 128), so a small file spreads over the workers
-A = [f"91600000{i:02d}" for i in range(1, 5)]
-NEW = [f"91600000{i:02d}" for i in range(11, 14)]
+# The batch routes members to 128 groups by phone % 128, each group decided in one worker, its
+# members' appends made durable by one commit. A[0] and A[1] share a group (one commit of two
+# members), A[2] and A[3] each have their own; so do NEW[0] and NEW[1] (two new ledgers in one commit).
+A = ["9160000001", "9160000129", "9160000002", "9160000003"]
+NEW = ["9160000011", "9160000139", "9160000012"]
 
 FILES = {
     # kind -> (file, appends per phase, the (PHASE, N) killed at: None for every one). One append per
@@ -55,9 +57,11 @@ FILES = {
         f"{p},RU-MOW,{('sms', 'web')[i]},,2025-03-02T10:00\n" for i, p in enumerate(NEW[:2]))
         + f"{NEW[2]},RU-MOW,sms,{A[0]},2025-03-02T10:30\n", 2 + 2, None),
     "refund": ("phone,ref,amount,refund_ref,at\n" + "".join(
-        f"{p},e{i},{250 + 50 * i},rf{i},2025-03-02T10:00\n" for i, p in enumerate(A[:3])), 3, [("before-write", 2), ("after-fsync", 3)]),
+        f"{p},e{i},{250 + 50 * i},rf{i},2025-03-02T10:00\n" for i, p in enumerate(A[:3])),
+        3, [("before-write", 2), ("after-fsync", 3)]),
     "adjust": ("phone,points,reason,ref,at\n" + "".join(
-        f"{p},{(-20 if i % 2 else 30) + i},outage,j{i},2025-03-02T10:00\n" for i, p in enumerate(A)), 4, [("before-fsync", 3)]),
+        f"{p},{(-20 if i % 2 else 30) + i},outage,j{i},2025-03-02T10:00\n" for i, p in enumerate(A)),
+        4, [("before-fsync", 3)]),
 }
 
 # A python that runs bonuscli as `python -m bonuscli` does, with a small file taking the parallel
@@ -295,7 +299,8 @@ def test_a_large_batch_killed_mid_way_by_the_hook_then_run_again_equals_a_clean_
 
     template, _files, _wrapper = setup
     per = 16
-    members = [f"9170{i:06d}" for i in range(-(-PARALLEL_ROWS // per))]
+    # 8 groups of ~16 members: each group's members made durable by one commit, killed inside one
+    members = [str(9170000000 + i % 8 + 128 * (i // 8)) for i in range(-(-PARALLEL_ROWS // per))]
     rows = {p: [(f"b{i}-{k}", 1 + (i + k) % 9) for k in range(per)] for i, p in enumerate(members)}
     source = tmp_path / "large.csv"
     source.write_text("phone,points,reason,ref,region,at\n" + "".join(
