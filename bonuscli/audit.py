@@ -232,8 +232,7 @@ def check_torn(ctx) -> list:
     """No unfinished last line (an interrupted append: reported, not tampering)."""
     if ctx.led.torn is None:
         return []
-    return [Found(ctx.led.torn.line, "unfinished last line (an interrupted write); "
-                                     "the next change to this member seals it")]
+    return [Found(ctx.led.torn.line, f"unfinished last line (an interrupted write); {ledger_mod.torn_fate(ctx.led)}")]
 
 
 # -- stage "lines": each line on its own and against the lines above it

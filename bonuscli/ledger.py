@@ -455,12 +455,20 @@ def read_checked(path: Path, phone: str) -> tuple:
     return led, verify_chain(path, data, phone, events=led.events)
 
 
+def torn_fate(ledger: LedgerRead) -> str:
+    """What the next change does to an unfinished last line: a complete, valid, chained event that only
+    lacks its newline is completed and kept (`completed`); anything else is sealed by a `repair`."""
+    kept = completed(ledger, Path(ledger.path).stem).unterminated
+    return "the next change to this member completes and keeps it" if kept else \
+        "the next change to this member seals it"
+
+
 def torn_warning(ledger: LedgerRead) -> Optional[str]:
     if ledger.torn is None:
         return None
     return (
         f"warning: {ledger.path}:{ledger.torn.line}: ignoring an unfinished last line "
-        "(an interrupted write); the next change will seal it"
+        f"(an interrupted write); {torn_fate(ledger)}"
     )
 
 

@@ -173,7 +173,7 @@ def refs_case(data):
 
 def replay_case(data):
     edit(data, A, 5, points="50")  # an adjustment of "50" points: the rules cannot apply it
-    return [(A, 1, "cannot replay this ledger (TypeError: ...")]
+    return [(A, 5, "the rules cannot replay this event (TypeError: ...")]  # the line named (bisection)
 
 
 def conservation_case(data):
@@ -294,5 +294,5 @@ def test_a_ledger_the_rules_cannot_replay_stops_the_checks_after_the_replay(data
     assert code == 3 and err["kind"] == "ledger-unsound"
     assert [(p["line"], p["message"].split(" (")[0]) for p in doc["problems"]] == [
         (8, f"event {events(data, A)[7]['id']} is dated before the one above it"),
-        (1, "cannot replay this ledger"),
+        (5, "the rules cannot replay this event"),
     ]
