@@ -127,6 +127,45 @@ def batch_file(path: Path, rows: int, members: int) -> Path:
     return path
 
 
+def _new_files(args):
+    """One process's part of `fs_ceiling`: what a new ledger costs the file system, without bonuscli."""
+    import ctypes
+
+    d, lo, hi = args
+    syncfs = getattr(ctypes.CDLL(None), "syncfs", None)
+    fd0 = os.open(d, os.O_RDONLY)
+    for i in range(lo, hi):
+        tmp = f"{d}/.{i}.new"
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        os.write(fd, b'{"v":2,"id":"x","type":"join"}\n' * 3)
+        os.close(fd)
+        os.link(tmp, f"{d}/{i:010d}.jsonl")
+        os.unlink(tmp)
+        if i % 64 == 63 and syncfs:
+            syncfs(fd0)
+    if syncfs:
+        syncfs(fd0)
+    os.close(fd0)
+
+
+def fs_ceiling(work: Path, n: int, procs: int) -> float:
+    """New files a second that this file system allows with `procs` processes, each file created under
+    a temporary name, written, linked into place and unlinked, one `syncfs` per 64 (what `join --from`
+    asks of it per new member, with no Python of bonuscli): the ceiling of the join figure."""
+    import multiprocessing
+
+    d = work / "fs-ceiling"
+    shutil.rmtree(d, ignore_errors=True)
+    d.mkdir()
+    step = n // procs
+    t = time.perf_counter()
+    with multiprocessing.get_context("fork").Pool(procs) as pool:
+        pool.map(_new_files, [(str(d), k * step, (k + 1) * step) for k in range(procs)])
+    secs = time.perf_counter() - t
+    shutil.rmtree(d, ignore_errors=True)
+    return n / secs
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=7)
@@ -247,8 +286,11 @@ def main():
     target = work / "join-run"
     shutil.rmtree(target, ignore_errors=True)
     secs, mib = peak(bonus("join", "--from", joins, "--jobs", str(cpus), "--json"), dict(ENV, BONUSCLI_DATA_DIR=str(target)))
+    ceiling = fs_ceiling(work, members, cpus)
     row(f"join --from: {members} new members, --jobs {cpus}", members / secs, "row/s", ">= 3000", None,
         members / secs >= 3000)
+    row(f"  the file system's ceiling: {members} new files, {cpus} processes, no bonuscli", ceiling, "file/s", "",
+        members / secs / ceiling)
     row(f"  largest process's peak memory", mib, "MiB", "<= 150", None, mib <= 150)
 
     # ---- diff OLD NEW --ledgers (mobile 5 -> 4 RUB a point) against check --ledgers, two sizes
