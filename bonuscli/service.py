@@ -20,7 +20,6 @@ one it saw and T is not earlier, and is ignored on any doubt.
 from __future__ import annotations
 
 import datetime as dt
-import os
 from pathlib import Path
 from typing import Callable, Optional
 

@@ -53,6 +53,17 @@ class Run:
         assert r.exit_code == 0, (args, r.exit_code, r.stdout, r.stderr)
         return r
 
+    def in_dir(self, data):
+        """`r(*args)`: the command on the data directory `data`, with --json, expected to succeed; its
+        document (module-scoped fixtures build their programs with it)."""
+
+        def r(*args):
+            res = self("--data-dir", str(data), *args, "--json")
+            assert res.exit_code == 0, (args, res.stdout, res.stderr)
+            return res.json
+
+        return r
+
     def j(self, *args, **kw):
         """Run with --json, expect exit 0, return the parsed document."""
         r = self.ok(*args, "--json", **kw)

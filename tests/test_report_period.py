@@ -52,12 +52,7 @@ FLOWS = ("earned", "adjusted", "redeemed", "expired", "refunded", "forfeited")
 @pytest.fixture(scope="module")
 def program(tmp_path_factory):
     data = tmp_path_factory.mktemp("period") / "data"
-    run = Run()
-
-    def r(*args):
-        res = run("--data-dir", str(data), *args, "--json")
-        assert res.exit_code == 0, (args, res.stdout, res.stderr)
-        return res.json
+    r = Run().in_dir(data)
 
     r("join", F, "--region", "RU-SPE", "--at", "2024-02-10T10:00")
     r("join", A, "--region", "RU-MOW", "--at", "2024-06-01T10:00")
