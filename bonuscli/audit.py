@@ -298,7 +298,8 @@ def check_replay(ctx) -> list:
     e = ctx.member
     if isinstance(e, Exception):
         if isinstance(e, FilesError) and getattr(e, "line", None):  # the first line the rules cannot replay
-            return Stop([Found(e.line, f"the rules cannot replay this event ({e.cause})")])
+            return Stop([Found(e.line, e.cause if e.cause.startswith("corrupt") else
+                               f"the rules cannot replay this event ({e.cause})")])
         return Stop([Found(1, f"cannot replay this ledger ({type(e).__name__}: {e})")])
     return []
 
@@ -471,7 +472,8 @@ def run_checks(ctx: LedgerContext, checks=LEDGER_CHECKS) -> list:
                     break
         if found:
             found.sort(key=lambda f: f.event)  # stable: each event's problems stay in the checks' order
-            out.extend(_problem(ctx.led.path, f.line, f.message) for f in found)
+            said = {(p["line"], p["message"]) for p in out}  # a corrupt line, read and then not replayed: once
+            out.extend(_problem(ctx.led.path, f.line, f.message) for f in found if (f.line, f.message) not in said)
         if stop:
             break
     return out

@@ -99,6 +99,47 @@ class LedgerRead(Record):
     unterminated: bool = False  # the last event is a complete, chained line that only lacks its newline
 
 
+def _holds(kind: str, v) -> bool:
+    if kind == "text":
+        return type(v) is str
+    if kind == "whole number":
+        return type(v) is int
+    if kind == "texts":
+        return type(v) is list and all(type(x) is str for x in v)
+    if kind == "lots":
+        return type(v) is list and all(type(x) is dict and type(x.get("expires_on")) is str
+                                       and type(x.get("points")) is int for x in v)
+    if kind == "bonuses":
+        return type(v) is list and all(type(x) is dict and type(x.get("reason")) is str
+                                       and type(x.get("points")) is int for x in v)
+    return True
+
+
+def malformed(event: dict) -> Optional[str]:
+    """What is wrong with an event's fields (model.EVENT_FIELDS: each field its type's events always
+    have, holding what they always hold), or None. A line edited and re-chained outside bonuscli."""
+    t = event["type"]
+    a = "an" if t[0] in "aeiou" else "a"
+    if type(event.get("id")) is not str or type(event.get("at")) is not str:
+        return f"{a} {t} event whose id or at is not a text"
+    for field, kind in EVENT_FIELDS.get(t, {}).items():
+        if field not in event:
+            return f"{a} {t} event without {field}"
+        if not _holds(kind, event[field]):
+            what = {"texts": "list of texts", "lots": "list of lots", "bonuses": "list of bonuses"}.get(kind, kind)
+            return f"{a} {t} event whose {field} is not a {what}"
+    return None
+
+
+def first_malformed(path: Path, events) -> Optional[tuple]:
+    """(line, message) of the first malformed event (`malformed`), or None."""
+    for e in events:
+        why = malformed(e)
+        if why:
+            return line_of(path, e.get("id")), why
+    return None
+
+
 def line_of(path: Path, event_id) -> int:
     """1-based line number of an event in a ledger file (by id; 1 when it is not found)."""
     try:
@@ -306,14 +347,11 @@ def parse(path: Path, data: bytes, first: int = 1, base: int = 0, before: Option
             t = event.get("type")
             if t not in types:
                 raise ValueError(f"unknown event type {t!r}" if isinstance(t, str) else "not a ledger event")
-            missing = EVENT_FIELDS.get(t, frozenset()) - event.keys()
-            if missing:
-                raise ValueError(f"a {t} event without {', '.join(sorted(missing))}")
         except (ValueError, UnicodeDecodeError) as e:
             bad.append((n, "not valid JSON" if isinstance(e, (_DecodeError, _json().JSONDecodeError)) else str(e)))
             continue
-        if t == "repair":
-            repaired.add(event.get("line"))
+        if t == "repair" and type(event.get("line")) is int:
+            repaired.add(event["line"])
         parsed.append((n, event))
     for n, why in bad:
         if n not in repaired:
@@ -340,7 +378,7 @@ def parse(path: Path, data: bytes, first: int = 1, base: int = 0, before: Option
 def _parse_clean(lines):
     """The events of lines that are all well-formed current events with no repair among them (the
     common case, decoded in one pass), else None: then `parse` goes line by line to say which."""
-    loads, types, sv, need, none = _loads, EVENT_TYPES, SCHEMA_VERSION, EVENT_FIELDS, frozenset()
+    loads, types, sv = _loads, EVENT_TYPES, SCHEMA_VERSION
     try:
         events = [loads(raw) for raw in lines]
     except (ValueError, UnicodeDecodeError):
@@ -349,7 +387,7 @@ def _parse_clean(lines):
         if type(e) is not dict or e.get("v") != sv or "id" not in e or "at" not in e:
             return None
         t = e.get("type")
-        if t not in types or t == "repair" or not e.keys() >= need.get(t, none):
+        if t not in types or t == "repair":
             return None
     return events
 
@@ -419,8 +457,16 @@ def read_after(path: Path, offset: int, last_len: int, last_hash: str, first: in
         problems = verify_chain(path, rest, phone, first, before, offset, led.events)
         if problems:
             raise tampered(path, problems)
+        _well_formed(path, led.events)
         led = completed(led, phone)
     return led
+
+
+def _well_formed(path: Path, events) -> None:
+    """A verified read's events each hold the fields of their type (`malformed`), else corruption."""
+    bad = first_malformed(path, events)
+    if bad:
+        raise _corrupt(path, *bad)
 
 
 def read(path: Path, phone: str | None = None) -> LedgerRead:
@@ -437,6 +483,7 @@ def read(path: Path, phone: str | None = None) -> LedgerRead:
         problems = verify_chain(path, data, phone, events=led.events)
         if problems:
             raise tampered(path, problems)
+        _well_formed(path, led.events)
         led = completed(led, phone)  # a change keeps a whole last event that only lacks its newline
     return led
 
@@ -452,7 +499,11 @@ def read_checked(path: Path, phone: str) -> tuple:
     except OSError as e:
         raise FilesError(f"cannot read ledger {path}: {e.strerror or e}", "ledger-unreadable")
     led = parse(path, data)
-    return led, verify_chain(path, data, phone, events=led.events)
+    problems = verify_chain(path, data, phone, events=led.events)
+    bad = first_malformed(path, led.events)
+    if bad:
+        problems = sorted(problems + [(bad[0], f"corrupt ledger line ({bad[1]})")])
+    return led, problems
 
 
 def torn_fate(ledger: LedgerRead) -> str:

@@ -41,23 +41,30 @@ EVENT_TYPES = frozenset((
     "join", "leave", "earn", "refund", "adjust", "redeem", "gift_out", "gift_in", "gift_accept", "gift_reject",
     "gift_settle", "referral", "referral_settle", "repair",
 ))
-# the fields every bonuscli writes in each type of event (rules/decide.py; release 0.1.0 too), which the
-# rules read: a line without one is corruption, named with its line like any unreadable line, never a
-# failure later on (a field written only sometimes, such as a settled referral's credit_at, is not here)
+# the fields every bonuscli writes in each type of event (rules/decide.py; release 0.1.0 too) and what
+# each holds (`ledger.malformed`): a field written only sometimes (a settled referral's credit_at, a
+# redemption's active_until) is not here. A line that lacks one, or holds another kind of value, is
+# corruption, named with its line: found by every verified read (a change, `check --ledgers`), and by a
+# command that failed on it (never an internal error); plain reads do not pay for it.
+_S, _I, _L = "text", "whole number", "list"
+_LOTS, _BONUSES, _TEXTS = "lots", "bonuses", "texts"  # lists of {expires_on, points}, {reason, points}, texts
 EVENT_FIELDS = {
-    "join": frozenset(("region", "method", "active_from", "customer_since", "services", "welcome")),
-    "leave": frozenset(("points", "held_out")),
-    "earn": frozenset(("amount", "category", "points", "coefficient", "rub_per_point", "bonuses", "expires_on")),
-    "refund": frozenset(("earn_ref", "amount", "points", "points_taken", "debt_added")),
-    "adjust": frozenset(("points", "reason")),
-    "redeem": frozenset(("code", "name", "category", "channel", "region", "points")),
-    "gift_out": frozenset(("gift_id", "to", "points", "deadline", "lots")),
-    "gift_in": frozenset(("gift_id", "from", "points", "offered_at", "deadline", "lots")),
-    "gift_accept": frozenset(("gift_id", "from", "lots")),
-    "gift_reject": frozenset(("gift_id", "from")),
-    "gift_settle": frozenset(("gift_id", "outcome", "decided_at")),
-    "referral": frozenset(("referral_id", "invitee", "points")),
-    "referral_settle": frozenset(("referral_id", "outcome")),
+    "join": {"region": _S, "method": _S, "active_from": _S, "customer_since": _S, "services": _TEXTS,
+             "welcome": _BONUSES},
+    "leave": {"points": _I, "held_out": _I},
+    "earn": {"amount": _S, "category": _S, "points": _I, "coefficient": _S, "rub_per_point": _I,
+             "bonuses": _BONUSES, "expires_on": _S},
+    "refund": {"earn_ref": _S, "amount": _S, "points": _I, "points_taken": _I, "debt_added": _I},
+    "adjust": {"points": _I, "reason": _S},
+    "redeem": {"code": _S, "name": _S, "category": _S, "channel": _S, "region": _S, "points": _I},
+    "gift_out": {"gift_id": _S, "to": _S, "points": _I, "deadline": _S, "lots": _LOTS},
+    "gift_in": {"gift_id": _S, "from": _S, "points": _I, "offered_at": _S, "deadline": _S, "lots": _LOTS},
+    "gift_accept": {"gift_id": _S, "from": _S, "lots": _LOTS},
+    "gift_reject": {"gift_id": _S, "from": _S},
+    "gift_settle": {"gift_id": _S, "outcome": _S, "decided_at": _S},
+    "referral": {"referral_id": _S, "invitee": _S, "points": _I},
+    "referral_settle": {"referral_id": _S, "outcome": _S},
+    "repair": {"line": _I},
 }
 ONE = Decimal(1)
 CENT = Decimal("0.01")

@@ -432,7 +432,15 @@ class Service:
     def _unreplayable(self, phone: str, led: LedgerRead, t: int, err: Exception) -> FilesError:
         """The error naming the first line the rules cannot replay (found by bisection on the prefixes:
         this runs only when a replay failed)."""
-        from bonuscli.ledger import line_of
+        from bonuscli.ledger import first_malformed, line_of
+
+        bad = first_malformed(led.path, led.events)  # a field missing or of another kind: say which
+        if bad:
+            out = FilesError(f"{led.path}:{bad[0]}: corrupt ledger line ({bad[1]}); nothing was changed. Restore "
+                             "the file from a backup, or inspect it with `bonuscli check --ledgers`",
+                             "ledger-corrupt")
+            out.line, out.cause = bad[0], f"corrupt ledger line ({bad[1]})"
+            return out
 
         def fails(k: int) -> bool:
             try:
@@ -902,6 +910,33 @@ def open_dir(data_dir: Path, catalog_path: Path, shown: str, lock_timeout: float
     svc.pending = pending
     svc.opener = Opener(str(data_dir), str(catalog_path), shown, lock_timeout, snapshots, catalog_cache)
     return svc
+
+
+def corrupt_ledger(data_dir: Path) -> Optional[FilesError]:
+    """After a command failed in a way no rule foresaw: the first ledger line of the data directory that
+    does not hold what its type needs (edited and re-chained outside bonuscli), as the error to report
+    instead of an internal one (`ledger-corrupt`, with its path and line), or None. Only ever run on that
+    failure: plain reads do not check fields."""
+    from bonuscli.ledger import first_malformed
+
+    store = FileStore(Path(data_dir))
+    try:
+        phones = store.phones()
+    except OSError:
+        return None
+    for phone in phones:
+        try:
+            led = store.read(phone)
+        except FilesError as e:
+            return e
+        except (OSError, ValueError):
+            continue
+        bad = first_malformed(led.path, led.events)
+        if bad:
+            line, why = bad
+            return FilesError(f"{led.path}:{line}: corrupt ledger line ({why}); nothing was changed. Restore the "
+                              "file from a backup, or inspect it with `bonuscli check --ledgers`", "ledger-corrupt")
+    return None
 
 
 def in_memory(cat: Catalog, files: dict | None = None, live: bool = True) -> Service:

@@ -172,8 +172,8 @@ def refs_case(data):
 
 
 def replay_case(data):
-    edit(data, A, 5, points="50")  # an adjustment of "50" points: the rules cannot apply it
-    return [(A, 5, "the rules cannot replay this event (TypeError: ...")]  # the line named (bisection)
+    edit(data, A, 5, expires_on="soon")  # an adjustment expiring "soon": well-formed, but no date to apply
+    return [(A, 5, "the rules cannot replay this event (ValueError: ...")]  # the line named (bisection)
 
 
 def conservation_case(data):
@@ -289,7 +289,7 @@ def test_a_ledger_the_rules_cannot_replay_stops_the_checks_after_the_replay(data
     only the earlier stages and the replay's own problem are said."""
     referral_case(data)
     times_case(data)
-    edit(data, A, 5, points="50")
+    edit(data, A, 5, expires_on="soon")
     code, doc, err = check(data)
     assert code == 3 and err["kind"] == "ledger-unsound"
     assert [(p["line"], p["message"].split(" (")[0]) for p in doc["problems"]] == [
