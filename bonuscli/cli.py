@@ -180,12 +180,13 @@ def _remember(ctx, param, value):
 
 def _remember_table(ctx, param, value):
     """--table NAME, remembered as the other global options are; a writing command's tables are known
-    before it runs (render.WRITES), so a name it does not have is refused before anything is written."""
+    before it runs (render.WRITES), so a name it does not have is refused before anything is written;
+    a command that prints no table (render.UNTABLED) refuses every name (render.check_table_parsed)."""
     _remember(ctx, param, value)
     name = ctx.find_root().meta.get("globals", {}).get("table")
     command = ctx.command.name if ctx.parent is not None else None
-    if name is not None and command in render.WRITES and not ctx.resilient_parsing:
-        render.check_table(name, (command,) + render.WRITES[command], command, command)
+    if not ctx.resilient_parsing:
+        render.check_table_parsed(name, command)
     return value
 
 
@@ -315,8 +316,12 @@ class BonusGroup(click.Group):
             as_json, debug = flags()
             if debug:
                 raise
-            render.error(model.BonusError(f"internal error ({type(e).__name__}: {e}); run again with --debug "
-                                          "and report it", "internal"), as_json)
+            found = self._corrupt_ledger(e)
+            if found is not None:  # a line edited outside bonuscli, not a bug: say which
+                render.error(found, as_json)
+            else:
+                render.error(model.BonusError(f"internal error ({type(e).__name__}: {e}); run again with --debug "
+                                              "and report it", "internal"), as_json)
             code = 3
         if standalone_mode:
             sys.exit(code)
@@ -325,6 +330,18 @@ class BonusGroup(click.Group):
     def get_command(self, ctx, cmd_name):
         cmd = super().get_command(ctx, cmd_name)
         return with_globals(cmd) if cmd is not None else None
+
+    def _corrupt_ledger(self, err):
+        """When a command failed as no rule foresaw (a TypeError, KeyError...): the ledger line edited
+        outside bonuscli that explains it, if there is one (`service.corrupt_ledger`), else None."""
+        env = getattr(self, "_env", None)
+        if env is None or not isinstance(err, (KeyError, TypeError, ValueError, IndexError, AttributeError,
+                                                ArithmeticError)):
+            return None
+        try:
+            return service_mod.corrupt_ledger(env.data_dir)
+        except Exception:
+            return None
 
     def _finish(self):
         env = getattr(self, "_env", None)
@@ -461,11 +478,12 @@ def with_globals(cmd):
 # ---------------------------------------------------------------- shared plumbing
 
 
-def emit(env: Env, view, human, rows=None, main=None, lines=False):
+def emit(env: Env, view, human, rows=None, main=None, lines=False, known=None):
     """Print a command's result in the format asked: a table for people, JSON (`lines`: one object a
     line), or CSV/TSV: one flat table of the view (render.tables, CLI.md §1), the one `--table NAME`
     names, else `rows` (a table's name), else `main`, the table of the record itself (or of each record
-    of a list; default: the command's name). `--table` also picks a table for people; JSON holds them all."""
+    of a list; default: the command's name). `--table` also picks a table for people; JSON holds them all.
+    `known`: the tables the view has even without their field (default: a writing command's, render.WRITES)."""
     ctx = click.get_current_context()
     command = ctx.command.name
     if callable(rows):  # the rows themselves, as the table
@@ -473,7 +491,8 @@ def emit(env: Env, view, human, rows=None, main=None, lines=False):
     name = ctx.find_root().meta.get("globals", {}).get("table")
     picked = None
     if env.fmt in ("csv", "tsv") or name is not None:  # (with JSON, only to refuse an unknown name)
-        picked = render.pick(view, main or command, name, rows, command, render.WRITES.get(command, ()))
+        picked = render.pick(view, main or command, name, rows, command,
+                             render.WRITES.get(command, ()) if known is None else known)
     if env.fmt == "json":
         render.emit_json_lines(view) if lines else render.emit_json(view)
     elif env.fmt in ("csv", "tsv"):
@@ -514,6 +533,10 @@ def run_command(env, name: str, values: dict | None = None, /, dry_run: bool = F
     (`commands.COMMANDS[name].build`, parsed by requests.py), decided and written by `Service.run`."""
     from bonuscli.commands import COMMANDS
 
+    ctx = click.get_current_context(silent=True)
+    table = ctx.find_root().meta.get("globals", {}).get("table") if ctx is not None else None
+    if table is not None:  # parsed before --from was: a batch's table (`problems`) is no single write's
+        render.check_write_table(table, name, batch=False)
     cmd = COMMANDS[name]
     values = dict(values or {}, **given)
     request = cmd.build(env.catalog, values, today_of(env) if cmd.dated else None)
@@ -1046,6 +1069,9 @@ def from_batch(ctx, env, source, kind, title, jobs, given: dict, dry_run=False):
     """Run a `--from FILE` batch and exit with its code; the per-row values must come from the file."""
     if any(v is not None for v in given.values()):
         raise model.BadInput(f"--from takes no {', '.join(given)}: they come from the file", "usage")
+    table = ctx.find_root().meta.get("globals", {}).get("table")
+    if table is not None:  # a batch's tables are its summary and its problems: checked before any row is read
+        render.check_write_table(table, kind, batch=True)
     from bonuscli import batch
 
     svc = env.service
@@ -1066,14 +1092,11 @@ def from_batch(ctx, env, source, kind, title, jobs, given: dict, dry_run=False):
         bar.render_finish()
     counts = {k: summary[k] for k in ("rows", "applied", "duplicates", "refused", "errors")}
     problems = summary["problems"]
-    try:
-        if env.as_json:
-            render.emit_json(summary)
-        else:
-            render.out(render.pairs([(k, str(v)) for k, v in counts.items()]) + (
-                "\n\n" + render.table([[p["line"], render.printable(p["ref"] or "-"), p["code"],
-                                        render.printable(p["message"])] for p in problems],
-                                      ["line", "ref", "code", "problem"]) if problems else ""))
+    try:  # a record (`summary`, flat with `problems_count`) and its table `problems` (render.BATCH_TABLES)
+        emit(env, summary, lambda _: render.pairs([(k, str(v)) for k, v in counts.items()]) + (
+            "\n\n" + render.table([[p["line"], render.printable(p["ref"] or "-"), p["code"],
+                                    render.printable(p["message"])] for p in problems],
+                                  ["line", "ref", "code", "problem"]) if problems else ""), main="summary", known=())
         sys.stdout.flush()
     except BrokenPipeError:  # the summary's reader went away: the batch's exit code still tells
         if not _stdout_gone():

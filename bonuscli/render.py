@@ -150,25 +150,46 @@ OBJECTS = {  # fields holding an object or null: a null one still gives the obje
     "activation": ("ussd", "sms"),
 }
 
-LISTS = {  # fields holding a list of objects (their leading keys): an empty one is still a table, with a header
-    "pending_in": ("gift_id", "from", "points", "offered_at", "deadline"),
+# Fields holding a list of objects: every key its objects can have, in the JSON's order, so that a
+# sub-table's header is the same whether the list is empty or not, and whatever its rows hold. A name
+# `command.field` is that command's (the same field name holds other objects elsewhere); a bare name
+# is every command's. tests/test_flat_csv.py walks every command's JSON: a list of objects whose
+# field is not here, or whose objects have a key its shape lacks, fails there.
+_STEPS = ("rule", "detail", "last_month", "rub_per_point", "customer_since", "on", "months", "coefficient",
+          "exact", "points")  # rules.dates.rate and formula_step, decide's card-welcome: earn and calc --explain
+
+LISTS = {
+    "pending_in": ("gift_id", "from", "points", "offered_at", "deadline", "offered_points"),
     "active_rewards": ("code", "name", "active_until"),
     "welcome": ("reason", "points"),
     "bonuses": ("reason", "points"),
     "limits": ("per", "max"),
     "taken": ("expires_on", "points", "lot"),
-    "lots": ("expires_on", "points"),
-    "months": ("month",),
-    "report.months": ("month", "earned", "adjusted", "redeemed", "expired", "gifted", "refunded", "forfeited"),
+    "steps": _STEPS,
+    "refund.steps": ("rule", "detail", "points", "points_taken", "missing"),
+    # explain's steps carry the numbers of their rule: the balance's (totals, held, debt, each lot), an
+    # earn's (its rate, tenure, formula, lot, bonuses), a refund's or an adjustment's (each lot taken)
+    "explain.steps": ("rule", "detail", "amount", "category", "last_month", "rub_per_point", "customer_since",
+                      "months", "coefficient", "exact", "lot", "reason", "credited_at", "credited", "spent",
+                      "expired", "forfeited", "gifted", "received", "refunded", "debited", "debt_repaid", "held",
+                      "debt", "available", "points", "expires_on"),
+    "explain.lots": ("lot", "reason", "credited_at", "credited", "available", "expires_on"),
+    "forecast.lots": ("expires_on", "points"),
     "forecast.months": ("month", "points"),
-    "expiring": ("month", "points"),
-    "steps": ("rule", "detail"),
-    "changes": ("kind", "what", "old", "new"),
-    "members": ("phone", "available_old", "available_new"),
-    "no_longer_affordable": ("phone", "at", "code", "points_old"),
-    "outcome_changes": ("at", "request", "old", "new"),
-    "problems": ("line", "ref", "code", "message"),
+    "report.months": ("month", "earned", "adjusted", "redeemed", "expired", "gifted", "refunded", "forfeited"),
+    "report.expiring": ("month", "points"),
+    "diff.changes": ("kind", "what", "old", "new"),
+    "diff.members": ("phone", "available_old", "available_new", "change", "earned_old", "earned_new", "spent_old",
+                     "spent_new", "debt_old", "debt_new"),
+    "diff.no_longer_affordable": ("phone", "at", "code", "points_old", "message"),
+    "diff.outcome_changes": ("phone", "at", "command", "request", "old", "new", "message"),
+    "problems": ("line", "ref", "code", "message"),  # a `--from FILE` batch's summary
 }
+
+# Lists whose objects differ in shape from one item to the next, by design: `diff`'s `old` and `new`
+# (a number, a text, a list of scalars, or, for a limit, tier or tenure change, a list of objects).
+# Their tables follow the data (docs/scripting.md), keyed by `what`.
+VARYING = ("old", "new")
 
 ROWS = {  # commands whose output is a list of records that may be empty: the columns of their table
     "catalog": ("code", "name", "category", "price", "validity_days", "activation", "channels", "limits"),
@@ -194,11 +215,12 @@ def _shape(name: str, command: str):
     return LISTS.get(f"{command}.{name}", LISTS.get(name))
 
 
-def _objects(value, key) -> bool:
-    """Whether a list (or a null) under `key` is a list of objects: it holds one, or is a known one."""
-    if value is None:
-        return key in LISTS
-    return any(isinstance(v, dict) for v in value) if value else key in LISTS
+def _objects(value, key, command: str) -> bool:
+    """Whether a list (or a null) under `key` is a list of objects: a declared one (LISTS), or one that
+    holds an object (`diff`'s `old` and `new`, VARYING)."""
+    if _shape(str(key), command) is not None:
+        return True
+    return value is not None and any(isinstance(v, dict) for v in value)
 
 
 def _flat(record: dict, name: str, out: dict, command: str, lead: dict, template: bool = False) -> None:
@@ -217,7 +239,7 @@ def _flat(record: dict, name: str, out: dict, command: str, lead: dict, template
                 walk(v, col + "_")
             elif v is None and k in OBJECTS:
                 walk(dict.fromkeys(OBJECTS[k]), col + "_")
-            elif (v is None or isinstance(v, (list, tuple))) and _objects(v, k):
+            elif (v is None or isinstance(v, (list, tuple))) and _objects(v, k, command):
                 items = [x if isinstance(x, dict) else {"value": x} for x in v or ()]
                 flat[col + "_count"] = "" if v is None else len(items)
                 sub, shape = str(k), _shape(str(k), command) or ()
@@ -267,16 +289,59 @@ def tables(view, main: str, command: str = "", known=()) -> dict:
     return {n: (list(h), [[r.get(c, "") for c in h] for r in rows]) for n, (h, rows) in out.items()}
 
 
-def check_table(name: str, names, default: str, command: str) -> None:
-    """Bad input (exit 2) unless `name` is one of `names`: the message lists them."""
+def _listed(names, default) -> str:
+    return ", ".join(n + (" (the default)" if n == default else "") for n in names)
+
+
+def check_table(name: str, names, default: str, command: str, more: str = "") -> None:
+    """Bad input (exit 2) unless `name` is one of `names`: the message lists them (then `more`)."""
     if name in names:
         return
     import difflib
 
     close = difflib.get_close_matches(str(name), list(names), 1)
-    listed = ", ".join(n + (" (the default)" if n == default else "") for n in names)
     raise BadInput(f"--table: {command} has no table {printable(name)!r}"
-                   f"{f' (did you mean {close[0]!r}?)' if close else ''}; its tables: {listed}", "unknown-table")
+                   f"{f' (did you mean {close[0]!r}?)' if close else ''}; its tables: {_listed(names, default)}{more}",
+                   "unknown-table")
+
+
+BATCHES = ("earn", "join", "refund", "adjust")  # the writing commands that also take `--from FILE` (batch.SPECS)
+BATCH_TABLES = ("summary", "problems")  # a batch's: its summary (one row, the default), the rows it did not apply
+
+UNTABLED = {  # commands that print no table (no CSV or TSV either): --table NAME is refused, whatever NAME
+    "check": "it prints a verdict, or the problems found, one per line",
+    "export": "it prints an accounting journal",
+    "completion": "it prints a shell script",
+    "sms": "it prints the short number's one-line reply",
+    "ussd": "it prints the one-line answer",
+}
+
+
+def check_write_table(name: str, command: str, batch=None) -> None:
+    """Bad input unless a writing command has the table `name`: its own (`command`, then WRITES) for a
+    single write (`batch` False), BATCH_TABLES for a `--from FILE` batch (`batch` True); either, when
+    it is not yet known which (`batch` None: as `--table` is parsed). Called before anything is written."""
+    single = (command,) + WRITES[command]
+    if command not in BATCHES or batch is False:
+        check_table(name, single, command, command,
+                    f" ({name} is the table of a --from FILE batch)" if command in BATCHES and name in BATCH_TABLES
+                    else "")
+    elif batch:
+        check_table(name, BATCH_TABLES, BATCH_TABLES[0], f"{command} --from")
+    elif name not in BATCH_TABLES:
+        check_table(name, single, command, command, f"; with --from FILE: {_listed(BATCH_TABLES, BATCH_TABLES[0])}")
+
+
+def check_table_parsed(name, command) -> None:
+    """The check `--table NAME` gets as it is parsed, before the command runs: a writing command's
+    names (`check_write_table`), none for a command that prints no table (UNTABLED)."""
+    if name is None or command is None:
+        return
+    if command in WRITES:
+        check_write_table(name, command)
+    elif command in UNTABLED:
+        raise BadInput(f"--table: {command} has no table {printable(name)!r}: it has no tables "
+                       f"({UNTABLED[command]})", "unknown-table")
 
 
 def pick(view, main: str, name=None, default=None, command: str = "", known=()):

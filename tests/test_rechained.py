@@ -115,3 +115,46 @@ def test_a_value_of_the_wrong_type_is_a_corrupt_line(run, tmp_path):
                                      "is not a whole number)")
     r = run("check", "--ledgers", "--at", "2025-01-10T10:00", "--data-dir", data)
     assert r.stderr.count(f"{path}:{n + 1}: corrupt ledger line (a refund event whose points_taken") == 1
+
+
+def test_a_command_that_fails_on_a_malformed_line_names_it_instead_of_an_internal_error(run, tmp_path):
+    """`report` sorts the regions; a join re-chained with a null region made it an internal error.
+    Plain reads check no fields (they do not pay for it): the failure itself looks for the line."""
+    data = tmp_path / "d"
+    _program(run, data)
+    path = data / "ledgers" / f"{B}.jsonl"
+
+    def change(evs):
+        evs[0]["region"] = None
+
+    _rewrite(path, B, change)
+    for args in (("report",), ("report", "--from", "2025-01"), ("report", "--jobs", "2")):
+        r = run(*args, "--json", "--at", "2025-01-10T10:00", "--data-dir", data)
+        assert r.exit_code == 3, (args, r.stderr)
+        err = json.loads(r.stderr.strip().splitlines()[-1])["error"]
+        assert err["kind"] == "ledger-corrupt", (args, err)
+        assert err["message"].startswith(f"{path}:1: corrupt ledger line (a join event whose region is not a text)")
+
+
+def test_a_malformed_line_that_no_rule_trips_on_is_found_by_check_and_refuses_writes(run, tmp_path):
+    """A null region breaks no replay: `balance` still answers (plain reads check no fields), but
+    `check --ledgers` names the line and a change refuses to write to that ledger (CLI.md §3: a
+    corrupt ledger is never written to)."""
+    data = tmp_path / "d"
+    _program(run, data)
+    path = data / "ledgers" / f"{B}.jsonl"
+
+    def change(evs):
+        evs[0]["region"] = None
+
+    _rewrite(path, B, change)
+    before = path.read_bytes()
+    r = run("check", "--ledgers", "--json", "--at", "2025-01-10T10:00", "--data-dir", data)
+    assert r.exit_code == 3
+    assert {(p["path"], p["line"], p["message"]) for p in json.loads(r.stdout)["problems"]} >= {
+        (str(path), 1, "corrupt ledger line (a join event whose region is not a text)")}
+    r = run("earn", B, "100", "--category", "mobile", "--json", "--at", "2025-01-10T10:00", "--data-dir", data)
+    assert r.exit_code == 3
+    err = json.loads(r.stderr.strip().splitlines()[-1])["error"]
+    assert err["kind"] == "ledger-corrupt" and err["message"].startswith(f"{path}:1: corrupt ledger line")
+    assert path.read_bytes() == before
