@@ -1040,7 +1040,7 @@ def with_steps(human, explain):
 @click.option("--dry-run", is_flag=True, help="Compute without writing.")
 @click.option("--explain", is_flag=True, help="Show each rule applied (also on a refusal).")
 @click.option("--from", "from_file", type=click.Path(dir_okay=False, allow_dash=True),
-              help="Batch: a CSV (phone,amount,category,ref[,at]) or JSON-lines file, - for stdin.")
+              help="Batch: a CSV (phone,amount,category,ref[,at,spent_at]) or JSON-lines file, - for stdin.")
 @click.option("--jobs", type=click.IntRange(min=1), help="Batch: processes to spread members over (default: the core count).")
 @click.pass_context
 def earn_cmd(ctx, dry_run, explain, from_file, jobs, **given):

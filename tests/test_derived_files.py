@@ -195,3 +195,25 @@ def test_a_whole_ledger_rewritten_without_its_chain_passes_check_alone_and_fails
     assert r.exit_code == 3
     assert _error(r)["kind"] == "ledger-unsound"
     assert any(p["path"] == str(led) for p in json.loads(r.stdout)["problems"])
+
+
+@pytest.mark.parametrize("how", ["edit-last-line", "drop-last-lines"])
+def test_an_edited_last_line_or_dropped_last_lines_pass_check_alone_and_fail_the_anchor(run, tmp_path, how):
+    """Nothing chains to the last line yet, and a shorter chain is still whole: `check` alone cannot
+    tell (tests/test_reliability.py shows it); an anchor saved after those lines can."""
+    data = tmp_path / "d"
+    run.ok("join", A, "--region", "RU-MOW", "--at", "2025-01-05T10:00", "--data-dir", data)
+    run.ok("earn", A, "1000", "--category", "mobile", "--at", "2025-01-06T10:00", "--data-dir", data)
+    run.ok("adjust", A, "1", "--reason", "last", "--ref", "j2", "--at", "2025-01-07T10:00", "--data-dir", data)
+    anchor = tmp_path / "anchor.json"
+    digest = run.j("check", "--ledgers", "--save-anchor", anchor, "--data-dir", data)["anchor"]
+    led = data / "ledgers" / f"{A}.jsonl"
+    raw = led.read_bytes()
+    if how == "edit-last-line":
+        led.write_bytes(raw.replace(b'"reason":"last"', b'"reason":"LAST"'))
+    else:
+        led.write_bytes(b"".join(raw.splitlines(keepends=True)[:2]))
+    assert check(run, data).exit_code == 0  # check alone cannot tell
+    r = run("check", "--ledgers", "--json", "--anchor", anchor, "--anchor-digest", digest, "--data-dir", data)
+    assert r.exit_code == 3
+    assert [p["path"] for p in json.loads(r.stdout)["problems"]] == [str(led)]
