@@ -104,17 +104,19 @@ def test_a_malformed_event_is_a_corrupt_line_named_once(run, tmp_path, phone, ki
     assert r.stderr.count(f"{path}:{n + 1}: corrupt ledger line ({why})") == 1
 
 
-def test_a_command_that_fails_on_a_malformed_line_names_it_instead_of_an_internal_error(run, tmp_path):
-    """`report` sorts the regions; a join re-chained with a null region made it an internal error.
-    Plain reads check no fields (they do not pay for it): the failure itself looks for the line."""
+def _null_region(run, tmp_path):
+    """The program, B's join re-chained with a null region: (data directory, B's ledger)."""
     data = tmp_path / "d"
     _program(run, data)
     path = data / "ledgers" / f"{B}.jsonl"
+    _rewrite(path, B, lambda evs: evs[0].__setitem__("region", None))
+    return data, path
 
-    def change(evs):
-        evs[0]["region"] = None
 
-    _rewrite(path, B, change)
+def test_a_command_that_fails_on_a_malformed_line_names_it_instead_of_an_internal_error(run, tmp_path):
+    """`report` sorts the regions; a join re-chained with a null region made it an internal error.
+    Plain reads check no fields (they do not pay for it): the failure itself looks for the line."""
+    data, path = _null_region(run, tmp_path)
     for args in (("report",), ("report", "--from", "2025-01"), ("report", "--jobs", "2")):
         r = run(*args, "--json", "--at", "2025-01-10T10:00", "--data-dir", data)
         assert r.exit_code == 3, (args, r.stderr)
@@ -127,14 +129,7 @@ def test_a_malformed_line_that_no_rule_trips_on_is_found_by_check_and_refuses_wr
     """A null region breaks no replay: `balance` still answers (plain reads check no fields), but
     `check --ledgers` names the line and a change refuses to write to that ledger (CLI.md §3: a
     corrupt ledger is never written to)."""
-    data = tmp_path / "d"
-    _program(run, data)
-    path = data / "ledgers" / f"{B}.jsonl"
-
-    def change(evs):
-        evs[0]["region"] = None
-
-    _rewrite(path, B, change)
+    data, path = _null_region(run, tmp_path)
     before = path.read_bytes()
     r = run("check", "--ledgers", "--json", "--at", "2025-01-10T10:00", "--data-dir", data)
     assert r.exit_code == 3
