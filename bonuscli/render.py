@@ -361,7 +361,3 @@ def write_rows(header, rows, delimiter: str = ",") -> None:
     w.writerow(header)
     w.writerows(rows)
 
-
-def emit_rows(rows, delimiter: str = ",", main: str = "rows") -> None:
-    """Records (dicts) as one flat CSV or TSV table with a header line (see `tables`)."""
-    write_rows(*tables(list(rows), main)[main], delimiter=delimiter)
