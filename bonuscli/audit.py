@@ -298,8 +298,7 @@ def check_replay(ctx) -> list:
     e = ctx.member
     if isinstance(e, Exception):
         if isinstance(e, FilesError) and getattr(e, "line", None):  # the first line the rules cannot replay
-            return Stop([Found(e.line, e.cause if e.cause.startswith("corrupt") else
-                               f"the rules cannot replay this event ({e.cause})")])
+            return Stop([Found(e.line, e.cause)])
         return Stop([Found(1, f"cannot replay this ledger ({type(e).__name__}: {e})")])
     return []
 

@@ -439,7 +439,7 @@ class Service:
             out = FilesError(f"{led.path}:{bad[0]}: corrupt ledger line ({bad[1]}); nothing was changed. Restore "
                              "the file from a backup, or inspect it with `bonuscli check --ledgers`",
                              "ledger-corrupt")
-            out.line, out.cause = bad[0], f"corrupt ledger line ({bad[1]})"
+            out.line, out.cause = bad[0], f"corrupt ledger line ({bad[1]})"  # `line: cause`: what check says
             return out
 
         def fails(k: int) -> bool:
@@ -462,7 +462,7 @@ class Service:
         out = FilesError(f"{led.path}:{line}: the rules cannot replay this event ({type(err).__name__}: {err}): "
                          "the ledger was changed outside bonuscli; it is never written to (restore it from a "
                          "backup, or see `bonuscli check --ledgers`)", "ledger-corrupt")
-        out.line, out.cause = line, f"{type(err).__name__}: {err}"
+        out.line, out.cause = line, f"the rules cannot replay this event ({type(err).__name__}: {err})"
         return out
 
     def _play(self, phone: str, led: LedgerRead, t: int, register: bool, base_doc: dict | None, verified: bool):
